@@ -1,0 +1,118 @@
+"""The API's app factory. Run with gunicorn: `gunicorn 'services.api.app:create_app()'`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+from flask import Flask, Response, g, request
+from flask_smorest import Api
+
+from services.api import errors
+from services.api.authorities.routes import blp as authorities_blp
+from services.api.certificates.routes import blp as certificates_blp
+from services.api.context import ApiRuntime, close_session
+from services.api.health.routes import blp as health_blp
+from services.api.hosts.routes import blp as hosts_blp
+from services.api.inventory.routes import blp as inventory_blp
+from services.api.issuance.routes import blp as issuance_blp
+from services.api.sites.routes import blp as sites_blp
+from services.api.tokens.routes import blp as tokens_blp
+from shared.clock import Clock, SystemClock
+from shared.db.session import Database
+from shared.logging import bind, configure_logging, unbind
+from shared.queue import CeleryPublisher, Publisher, make_celery
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class CertfleetApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api with certfleet's error shape in the spec."""
+
+    ERROR_SCHEMA = errors.ErrorSchema
+
+    def _register_error_handlers(self) -> None:
+        errors.register(self._app)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    publisher: Publisher | None = None,
+    clock: Clock | None = None,
+) -> Flask:
+    if settings is None:
+        settings = Settings.from_env()
+        configure_logging("api", settings.log_level)
+    app = Flask("certfleet-api")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="certfleet",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        },
+    )
+    app.extensions["certfleet"] = ApiRuntime(
+        settings=settings,
+        db=database or Database(settings.database_url),
+        publisher=publisher or CeleryPublisher(make_celery(settings, "certfleet-api")),
+        clock=clock or SystemClock(),
+        redis_client=redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        ),
+    )
+    api = CertfleetApi(app)
+    for blp in (
+        health_blp,
+        authorities_blp,
+        sites_blp,
+        hosts_blp,
+        inventory_blp,
+        issuance_blp,
+        certificates_blp,
+        tokens_blp,
+    ):
+        api.register_blueprint(blp)
+    app.before_request(_bind_request)
+    app.after_request(_log_request)
+    app.teardown_request(_teardown)
+    return app
+
+
+def _bind_request() -> None:
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    g.request_id = request_id[:64]
+    g.log_token = bind(request_id=g.request_id)
+
+
+def _log_request(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    log.info(
+        "request",
+        extra={
+            "fields": {
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+            }
+        },
+    )
+    return response
+
+
+def _teardown(exc: BaseException | None) -> Any:
+    close_session(exc)
+    token = g.pop("log_token", None)
+    if token is not None:
+        unbind(token)

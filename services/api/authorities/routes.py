@@ -1,0 +1,68 @@
+"""/api/v1/authorities and /api/v1/trust-bundle"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from services.api.auth import principal, requires
+from services.api.authorities import service
+from services.api.authorities.schemas import AuthorityInSchema, AuthorityOutSchema
+from services.api.context import runtime
+from shared.authorities import certificate_of, trust_anchors
+from shared.contracts import create_authority
+from shared.db.models import Authority
+from shared.pki.export import to_pem
+
+blp = Blueprint(
+    "authorities", __name__, url_prefix="/api/v1", description="Certificate authorities"
+)
+
+PEM = "application/x-pem-file"
+
+
+@blp.route("/authorities")
+class Authorities(MethodView):
+    @requires("auditor")
+    @blp.response(200, AuthorityOutSchema(many=True))
+    def get(self) -> list[Authority]:
+        return list(runtime().session().scalars(select(Authority).order_by(Authority.id)))
+
+    @requires("admin")
+    @blp.arguments(AuthorityInSchema)
+    @blp.response(202, AuthorityOutSchema)
+    def post(self, data: dict[str, Any]) -> Any:
+        rt = runtime()
+        session = rt.session()
+        row = service.request_authority(session, data, actor=principal().actor, now=rt.clock.now())
+        session.commit()
+        rt.publisher.publish(create_authority(row.id))
+        return row, 202, {"Location": url_for("authorities.AuthorityById", authority_id=row.id)}
+
+
+@blp.route("/authorities/<int:authority_id>")
+class AuthorityById(MethodView):
+    @requires("auditor")
+    @blp.response(200, AuthorityOutSchema)
+    def get(self, authority_id: int) -> Authority:
+        return service.get_authority(runtime().session(), authority_id)
+
+
+@blp.route("/authorities/<int:authority_id>/certificate.pem")
+@blp.doc(security=[])
+@blp.response(200, content_type=PEM, description="The CA certificate (public)")
+def authority_certificate(authority_id: int) -> Response:
+    row = service.get_authority(runtime().session(), authority_id)
+    return Response(to_pem(certificate_of(row)), mimetype=PEM)
+
+
+@blp.route("/trust-bundle")
+@blp.doc(security=[])
+@blp.response(200, content_type=PEM, description="Every CA certificate clients must trust now")
+def trust_bundle() -> Response:
+    anchors = trust_anchors(runtime().session())
+    return Response(b"".join(to_pem(c) for c in anchors), mimetype=PEM)

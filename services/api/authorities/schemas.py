@@ -1,0 +1,34 @@
+"""Authority shapes."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from services.api.sites.schemas import NAME_PATTERN
+from shared.db.models import AUTHORITY_KINDS
+from shared.pki.profiles import ALLOWED_RSA_BITS
+
+
+class AuthorityInSchema(ma.Schema):
+    name = ma.fields.String(required=True, validate=ma.validate.Regexp(NAME_PATTERN))
+    kind = ma.fields.String(load_default="root", validate=ma.validate.OneOf(AUTHORITY_KINDS))
+    parent = ma.fields.String(load_default=None, metadata={"description": "parent authority name"})
+    key_bits = ma.fields.Integer(load_default=3072, validate=ma.validate.OneOf(ALLOWED_RSA_BITS))
+    validity_days = ma.fields.Integer(
+        load_default=None, allow_none=True, validate=ma.validate.Range(min=30, max=36500)
+    )
+
+
+class AuthorityOutSchema(ma.Schema):
+    id = ma.fields.Integer()
+    name = ma.fields.String()
+    kind = ma.fields.String()
+    parent_id = ma.fields.Integer(allow_none=True)
+    status = ma.fields.String()
+    key_bits = ma.fields.Integer()
+    serial = ma.fields.String(allow_none=True)
+    fingerprint = ma.fields.String(allow_none=True)
+    not_before = ma.fields.DateTime(allow_none=True)
+    not_after = ma.fields.DateTime(allow_none=True)
+    reason = ma.fields.String(allow_none=True)
+    created_at = ma.fields.DateTime()

@@ -1,0 +1,86 @@
+"""/api/v1/certificates"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from services.api.auth import principal, requires
+from services.api.certificates import service
+from services.api.certificates.schemas import (
+    CertificateListArgs,
+    CertificateOutSchema,
+    CertificatePageSchema,
+    PfxInSchema,
+)
+from services.api.common import decode_cursor, page_of
+from services.api.context import runtime
+from shared.db.models import Certificate
+
+blp = Blueprint(
+    "certificates", __name__, url_prefix="/api/v1/certificates", description="Issued certificates"
+)
+
+PEM_CHAIN = "application/pem-certificate-chain"
+
+
+@blp.route("")
+class Certificates(MethodView):
+    @requires("auditor")
+    @blp.arguments(CertificateListArgs, location="query")
+    @blp.response(200, CertificatePageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        query = service.list_query(args, principal(), decode_cursor(args["cursor"]))
+        rows = list(runtime().session().scalars(query).unique())
+        items, cursor = page_of(rows, args["limit"])
+        return {"items": items, "next_cursor": cursor}
+
+
+@blp.route("/<int:certificate_id>")
+class CertificateById(MethodView):
+    @requires("auditor")
+    @blp.response(200, CertificateOutSchema)
+    def get(self, certificate_id: int) -> Certificate:
+        row = service.get_certificate(runtime().session(), certificate_id)
+        principal().require_read(row.host.site_id)
+        return row
+
+
+@blp.route("/<int:certificate_id>/pem")
+@requires("auditor")
+@blp.response(200, content_type=PEM_CHAIN, description="Leaf, then its issuers up to the root")
+def certificate_pem(certificate_id: int) -> Response:
+    session = runtime().session()
+    row = service.get_certificate(session, certificate_id)
+    principal().require_read(row.host.site_id)
+    return Response(service.pem_bundle(session, row), mimetype=PEM_CHAIN)
+
+
+@blp.route("/<int:certificate_id>/pfx", methods=["POST"])
+@requires("operator")
+@blp.arguments(PfxInSchema)
+@blp.response(200, content_type="application/x-pkcs12", description="PKCS#12 for Windows")
+def certificate_pfx(data: dict[str, Any], certificate_id: int) -> Response:
+    rt = runtime()
+    session = rt.session()
+    row = service.get_certificate(session, certificate_id, with_key=True)
+    who = principal()
+    who.require_write(row.host.site_id)
+    pfx = service.export_pfx(
+        session,
+        row,
+        password=data["password"],
+        friendly_name=data["friendly_name"],
+        data_key=rt.settings.data_key,
+        who=who,
+        now=rt.clock.now(),
+    )
+    session.commit()
+    return Response(
+        pfx,
+        mimetype="application/x-pkcs12",
+        headers={"Content-Disposition": f'attachment; filename="{row.common_name}.pfx"'},
+    )

@@ -1,0 +1,101 @@
+"""Read certificates and export them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, joinedload, undefer
+
+from services.api.auth import Principal
+from shared import events
+from shared.authorities import chain_above
+from shared.db.models import Certificate, Host, Site
+from shared.errors import ConfigError, KeyUnavailable, NotFound
+from shared.pki.export import pem_chain, to_pfx
+from shared.pki.keys import decrypt_private_key
+
+
+def get_certificate(
+    session: Session, certificate_id: int, *, with_key: bool = False
+) -> Certificate:
+    query = select(Certificate).where(Certificate.id == certificate_id)
+    if with_key:
+        query = query.options(undefer(Certificate.encrypted_key))
+    row = session.scalar(query)
+    if row is None:
+        raise NotFound(f"certificate {certificate_id} does not exist")
+    return row
+
+
+def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[Any]:
+    query = (
+        select(Certificate)
+        .options(joinedload(Certificate.host).joinedload(Host.site))
+        .where(Certificate.id > after_id)
+        .order_by(Certificate.id)
+        .limit(args["limit"] + 1)
+    )
+    if args["site"] or (who.role == "operator" and who.site_id is not None):
+        query = query.join(Host, Host.id == Certificate.host_id)
+        if args["site"]:
+            query = query.join(Site, Site.id == Host.site_id).where(Site.name == args["site"])
+        if who.role == "operator" and who.site_id is not None:
+            query = query.where(Host.site_id == who.site_id)
+    if args["host"]:
+        query = query.where(
+            Certificate.host_id
+            == select(Host.id).where(Host.name == args["host"]).scalar_subquery()
+        )
+    if args["status"]:
+        query = query.where(Certificate.status == args["status"])
+    if args["expires_before"]:
+        query = query.where(Certificate.not_after < args["expires_before"])
+    return query
+
+
+def chain_for(session: Session, certificate: Certificate) -> list[x509.Certificate]:
+    return chain_above(session, certificate.authority)
+
+
+def leaf_of(certificate: Certificate) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(certificate.certificate_pem.encode())
+
+
+def pem_bundle(session: Session, certificate: Certificate) -> bytes:
+    return pem_chain(leaf_of(certificate), chain_for(session, certificate))
+
+
+def export_pfx(
+    session: Session,
+    certificate: Certificate,
+    *,
+    password: str,
+    friendly_name: str | None,
+    data_key: str | None,
+    who: Principal,
+    now: dt.datetime,
+) -> bytes:
+    """A Windows-importable PFX of a server-held key. The export is an audit Event."""
+    if certificate.encrypted_key is None:
+        raise KeyUnavailable(
+            "the private key of this certificate is held by the host (it was issued from a CSR)"
+        )
+    if not data_key:
+        raise ConfigError("CERTFLEET_DATA_KEY is not set on the API; cannot export keys")
+    key = decrypt_private_key(certificate.encrypted_key, data_key)
+    name = friendly_name or f"certfleet {certificate.common_name} {certificate.serial[:12]}"
+    pfx = to_pfx(leaf_of(certificate), key, chain_for(session, certificate), password, name)
+    events.record(
+        session,
+        "certificate.exported",
+        who.actor,
+        at=now,
+        site_id=certificate.host.site_id,
+        host_id=certificate.host_id,
+        subject=("certificate", certificate.id),
+        format="pfx",
+    )
+    return pfx

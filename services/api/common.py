@@ -1,0 +1,61 @@
+"""Small helpers every resource uses: committing, paging, and publishing after commit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+
+import marshmallow as ma
+import redis.exceptions
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from services.api.context import runtime
+from shared.contracts import chunked, issue_batch
+from shared.errors import Unavailable, ValidationFailed
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+class PageArgs(ma.Schema):
+    cursor = ma.fields.String(load_default=None, metadata={"description": "from next_cursor"})
+    limit = ma.fields.Integer(
+        load_default=DEFAULT_PAGE, validate=ma.validate.Range(min=1, max=MAX_PAGE)
+    )
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind != "id":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationFailed("the cursor is not valid", {"cursor": ["not valid"]}) from exc
+
+
+def page_of(rows: Sequence[object], limit: int) -> tuple[list[object], str | None]:
+    """Given up to limit+1 rows ordered by id, return the page and the next cursor."""
+    items = list(rows[:limit])
+    more = len(rows) > limit
+    return items, encode_cursor(items[-1].id) if more and items else None  # type: ignore[attr-defined]
+
+
+def publish_issuance(request_ids: Sequence[int]) -> None:
+    """Enqueue already committed requests. If Redis is down the rows stay `queued`, nothing is
+    lost, and the caller is told to retry (a replay with the same Idempotency-Key re-enqueues)."""
+    rt = runtime()
+    try:
+        for chunk in chunked(list(request_ids), rt.settings.issue_batch_size):
+            rt.publisher.publish(issue_batch(chunk))
+    except (redis.exceptions.RedisError, KombuOperationalError, OSError) as exc:
+        raise Unavailable(
+            "the request was saved but could not be queued; retry with the same Idempotency-Key"
+        ) from exc

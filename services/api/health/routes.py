@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from services.api.context import runtime
+from shared.errors import Unavailable
+
+blp = Blueprint("health", __name__, description="Process liveness and readiness")
+
+
+@blp.route("/healthz")
+@blp.doc(security=[])
+def healthz() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@blp.route("/readyz")
+@blp.doc(security=[])
+def readyz() -> dict[str, Any]:
+    rt = runtime()
+    checks: dict[str, str] = {}
+    try:
+        rt.session().execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:
+        checks["database"] = "unreachable"
+    try:
+        rt.redis_client.ping()
+        checks["redis"] = "ok"
+    except Exception:
+        checks["redis"] = "unreachable"
+    if any(v != "ok" for v in checks.values()):
+        raise Unavailable("not ready: " + ", ".join(f"{k} {v}" for k, v in checks.items()), checks)
+    return {"status": "ready", "checks": checks}

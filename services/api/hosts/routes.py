@@ -1,0 +1,100 @@
+"""/api/v1/hosts"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from services.api.auth import principal, requires
+from services.api.common import decode_cursor, page_of
+from services.api.context import runtime
+from services.api.hosts import service
+from services.api.hosts.schemas import (
+    HostInSchema,
+    HostListArgs,
+    HostOutSchema,
+    HostPageSchema,
+    HostPatchSchema,
+)
+from services.api.sites.service import site_by_name
+from shared.db.models import Host, Site
+
+blp = Blueprint("hosts", __name__, url_prefix="/api/v1/hosts", description="Servers and clients")
+
+
+@blp.route("")
+class Hosts(MethodView):
+    @requires("auditor")
+    @blp.arguments(HostListArgs, location="query")
+    @blp.response(200, HostPageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        query = (
+            select(Host)
+            .options(joinedload(Host.site))
+            .where(Host.id > decode_cursor(args["cursor"]))
+            .order_by(Host.id)
+            .limit(args["limit"] + 1)
+        )
+        if args["site"]:
+            query = query.join(Site).where(Site.name == args["site"])
+        if args["name"]:
+            query = query.where(Host.name == args["name"])
+        who = principal()
+        if who.role == "operator" and who.site_id is not None:
+            query = query.where(Host.site_id == who.site_id)
+        items, cursor = page_of(list(runtime().session().scalars(query)), args["limit"])
+        return {"items": items, "next_cursor": cursor}
+
+    @requires("operator")
+    @blp.arguments(HostInSchema)
+    @blp.response(201, HostOutSchema)
+    def post(self, data: dict[str, Any]) -> Host:
+        rt = runtime()
+        session = rt.session()
+        site = site_by_name(session, data["site"])
+        principal().require_write(site.id)
+        host = service.create_host(session, data, site, actor=principal().actor, now=rt.clock.now())
+        session.commit()
+        return host
+
+
+@blp.route("/<int:host_id>")
+class HostById(MethodView):
+    @requires("auditor")
+    @blp.response(200, HostOutSchema)
+    def get(self, host_id: int) -> Host:
+        host = service.get_host(runtime().session(), host_id)
+        principal().require_read(host.site_id)
+        return host
+
+    @requires("operator")
+    @blp.arguments(HostPatchSchema)
+    @blp.response(200, HostOutSchema)
+    def patch(self, data: dict[str, Any], host_id: int) -> Host:
+        rt = runtime()
+        session = rt.session()
+        host = service.get_host(session, host_id)
+        who = principal()
+        who.require_write(host.site_id)
+        site = site_by_name(session, data["site"]) if data.get("site") else None
+        if site is not None:
+            who.require_write(site.id)
+        service.upsert_host(
+            session, {**data, "name": host.name}, actor=who.actor, now=rt.clock.now(), site=site
+        )
+        session.commit()
+        return host
+
+    @requires("operator")
+    @blp.response(204)
+    def delete(self, host_id: int) -> None:
+        rt = runtime()
+        session = rt.session()
+        host = service.get_host(session, host_id)
+        principal().require_write(host.site_id)
+        service.delete_host(session, host, actor=principal().actor, now=rt.clock.now())
+        session.commit()

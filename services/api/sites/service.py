@@ -1,0 +1,133 @@
+"""Sites: create, change, upsert (for inventory), delete."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared import events
+from shared.db.models import Authority, Host, Site
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.policy import normalize_dns_suffix, parse_network
+
+Outcome = Literal["created", "updated", "unchanged"]
+SITE_FIELDS = (
+    "description",
+    "dns_suffixes",
+    "ip_ranges",
+    "allow_short_names",
+    "maintenance_window",
+    "renew_at_fraction",
+    "default_validity_days",
+)
+
+
+def get_site(session: Session, site_id: int) -> Site:
+    site = session.get(Site, site_id)
+    if site is None:
+        raise NotFound(f"site {site_id} does not exist")
+    return site
+
+
+def find_site(session: Session, name: str) -> Site | None:
+    return session.scalar(select(Site).where(Site.name == name))
+
+
+def site_by_name(session: Session, name: str) -> Site:
+    site = find_site(session, name)
+    if site is None:
+        raise NotFound(f"site {name!r} does not exist")
+    return site
+
+
+def resolve_authority(session: Session, name: str | None) -> Authority:
+    query = select(Authority).where(Authority.status.in_(("active", "retiring")))
+    if name is not None:
+        authority = session.scalar(select(Authority).where(Authority.name == name))
+        if authority is None:
+            raise ValidationFailed(f"authority {name!r} does not exist", {"authority": ["unknown"]})
+        if authority.status not in ("active", "retiring"):
+            raise ValidationFailed(f"authority {name!r} is {authority.status}")
+        return authority
+    authority = session.scalar(query.order_by(Authority.id).limit(1))
+    if authority is None:
+        raise Conflict("there is no active authority yet; run `certfleet init` first")
+    return authority
+
+
+def normalized(data: dict[str, Any]) -> dict[str, Any]:
+    """Canonical suffixes and ranges, so that 'unchanged' means unchanged."""
+    out = {k: v for k, v in data.items() if k in SITE_FIELDS}
+    problems: dict[str, list[str]] = {}
+    if "dns_suffixes" in data:
+        try:
+            out["dns_suffixes"] = sorted({normalize_dns_suffix(s) for s in data["dns_suffixes"]})
+        except ValidationFailed as exc:
+            problems["dns_suffixes"] = [exc.message]
+    if "ip_ranges" in data:
+        try:
+            out["ip_ranges"] = sorted({str(parse_network(r)) for r in data["ip_ranges"]})
+        except ValidationFailed as exc:
+            problems["ip_ranges"] = [exc.message]
+    if problems:
+        raise ValidationFailed("the site did not validate", problems)
+    return out
+
+
+def apply_changes(row: Any, changes: dict[str, Any]) -> bool:
+    """Set the changed attributes of a site or host; say whether anything changed."""
+    changed = False
+    for key, value in changes.items():
+        if getattr(row, key) != value:
+            setattr(row, key, value)
+            changed = True
+    return changed
+
+
+def upsert_site(
+    session: Session, data: dict[str, Any], *, actor: str, now: dt.datetime
+) -> tuple[Site, Outcome]:
+    changes = normalized(data)
+    site = find_site(session, data["name"])
+    if site is None:
+        authority = resolve_authority(session, data.get("authority"))
+        site = Site(name=data["name"], authority=authority, created_at=now, updated_at=now)
+        apply_changes(site, changes)
+        session.add(site)
+        session.flush()
+        events.record(session, "site.created", actor, at=now, site_id=site.id, name=site.name)
+        return site, "created"
+    if data.get("authority") is not None:
+        changes["authority_id"] = resolve_authority(session, data["authority"]).id
+    if not apply_changes(site, changes):
+        return site, "unchanged"
+    site.updated_at = now
+    events.record(session, "site.updated", actor, at=now, site_id=site.id, fields=sorted(changes))
+    return site, "updated"
+
+
+def create_site(session: Session, data: dict[str, Any], *, actor: str, now: dt.datetime) -> Site:
+    if find_site(session, data["name"]) is not None:
+        raise Conflict(f"site {data['name']!r} already exists")
+    site, _ = upsert_site(session, data, actor=actor, now=now)
+    return site
+
+
+def update_site(
+    session: Session, site: Site, data: dict[str, Any], *, actor: str, now: dt.datetime
+) -> Site:
+    if "name" in data and data["name"] != site.name:
+        raise ValidationFailed("a site cannot be renamed", {"name": ["cannot change"]})
+    upsert_site(session, {**data, "name": site.name}, actor=actor, now=now)
+    return site
+
+
+def delete_site(session: Session, site: Site, *, actor: str, now: dt.datetime) -> None:
+    hosts = session.scalar(select(func.count()).select_from(Host).where(Host.site_id == site.id))
+    if hosts:
+        raise Conflict(f"site {site.name!r} still has {hosts} hosts; delete or move them first")
+    events.record(session, "site.deleted", actor, at=now, site_id=site.id, name=site.name)
+    session.delete(site)

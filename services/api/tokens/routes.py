@@ -1,0 +1,58 @@
+"""/api/v1/tokens"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from services.api.auth import principal, requires
+from services.api.context import runtime
+from services.api.sites.service import site_by_name
+from services.api.tokens.schemas import NewTokenOutSchema, TokenInSchema, TokenOutSchema
+from shared import events
+from shared.db.models import ApiToken
+from shared.tokens import create_token
+
+blp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens", description="API tokens")
+
+
+@blp.route("")
+class Tokens(MethodView):
+    @requires("admin")
+    @blp.response(200, TokenOutSchema(many=True))
+    def get(self) -> list[ApiToken]:
+        query = select(ApiToken).where(ApiToken.revoked_at.is_(None)).order_by(ApiToken.id)
+        return list(runtime().session().scalars(query))
+
+    @requires("admin")
+    @blp.arguments(TokenInSchema)
+    @blp.response(201, NewTokenOutSchema)
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        rt = runtime()
+        session = rt.session()
+        site_id = site_by_name(session, data["site"]).id if data["site"] else None
+        now = rt.clock.now()
+        new = create_token(
+            session,
+            name=data["name"],
+            role=data["role"],
+            site_id=site_id,
+            created_by=principal().actor,
+            now=now,
+        )
+        events.record(
+            session,
+            "token.created",
+            principal().actor,
+            at=now,
+            site_id=site_id,
+            subject=("api_token", new.token.id),
+            role=data["role"],
+        )
+        session.commit()
+        out = NewTokenOutSchema().dump(new.token)
+        out["token"] = new.secret
+        return out

@@ -1,0 +1,371 @@
+"""The `certfleet` command: a client of the API, plus local admin commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.cli import admin
+from services.cli.client import ApiClient, CliError
+from shared.clock import SystemClock
+from shared.errors import CertfleetError
+from shared.pki.profiles import ALLOWED_RSA_BITS, DEFAULT_CA
+from shared.settings import DEFAULT_API_BIND, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Tables stay readable when piped or logged (no terminal width to detect).
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+POLL_CHUNK = 500
+
+
+def friendly_errors(command: F) -> F:
+    """Operator-facing errors are one line on stderr and exit code 1, never a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (CliError, CertfleetError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def default_api_url() -> str:
+    return os.environ.get("CERTFLEET_API_URL") or (
+        "http://" + (os.environ.get("CERTFLEET_API_BIND") or DEFAULT_API_BIND)
+    )
+
+
+def load_token(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    path = Path(os.environ.get("CERTFLEET_VAR_DIR") or "var") / "admin.token"
+    return path.read_text().strip() if path.exists() else None
+
+
+@click.group()
+@click.option("--api-url", default=default_api_url, show_default="$CERTFLEET_API_URL")
+@click.option("--token", envvar="CERTFLEET_TOKEN", default=None, help="default: var/admin.token")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str, token: str | None, output: str) -> None:
+    """certfleet: certificates for XProtect fleets."""
+    ctx.obj = {"api_url": api_url, "token": token, "output": output}
+
+
+def client_of(ctx: click.Context) -> ApiClient:
+    return ApiClient(ctx.obj["api_url"], load_token(ctx.obj["token"]))
+
+
+def emit(
+    ctx: click.Context, rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str
+) -> None:
+    if ctx.obj["output"] == "json":
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(format_cell(row.get(c)) for c in columns))
+    console.print(table)
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+@cli.command()
+@click.option("--ca-name", default="certfleet root CA", show_default=True)
+@click.option(
+    "--key-bits",
+    type=click.Choice([str(b) for b in ALLOWED_RSA_BITS]),
+    default=str(DEFAULT_CA.key_bits),
+    show_default=True,
+)
+@click.option(
+    "--validity-days",
+    type=click.IntRange(365, 36500),
+    default=DEFAULT_CA.root_validity_days,
+    show_default=True,
+)
+@click.option("--new-token", is_flag=True, help="make another admin token even if one exists")
+@friendly_errors
+def init(ca_name: str, key_bits: str, validity_days: int, new_token: bool) -> None:
+    """Create the schema, the first root CA and an admin token (local; needs the database)."""
+    settings = Settings.from_env()
+    result = admin.init(
+        settings,
+        SystemClock(),
+        ca_name=ca_name,
+        key_bits=int(key_bits),
+        validity_days=validity_days,
+        new_token=new_token,
+    )
+    verb = "created" if result.authority_created else "kept existing"
+    authority = result.authority
+    click.echo(f"{verb} authority {authority.name!r} (expires {authority.not_after:%Y-%m-%d})")
+    if result.admin_token:
+        click.echo(f"admin token (shown once, saved to {result.token_path} mode 0600):")
+        click.echo(result.admin_token)
+    else:
+        click.echo("an admin token already exists; use --new-token for another")
+
+
+@cli.command()
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+)
+@click.pass_context
+@friendly_errors
+def apply(ctx: click.Context, path: Path) -> None:
+    """Apply an inventory file (YAML or JSON) of sites and hosts."""
+    content_type = "application/json" if path.suffix == ".json" else "application/yaml"
+    result = (
+        client_of(ctx)
+        .request(
+            "PUT",
+            "/api/v1/inventory",
+            data=path.read_bytes(),
+            headers={"Content-Type": content_type},
+        )
+        .json()
+    )
+    if ctx.obj["output"] == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    for kind in ("sites", "hosts"):
+        counts = ", ".join(
+            f"{len(result[kind][o])} {o}" for o in ("created", "updated", "unchanged")
+        )
+        click.echo(f"{kind}: {counts}")
+
+
+@cli.command()
+@click.argument("hosts", nargs=-1)
+@click.option("--site", help="every host of this site")
+@click.option("--all", "all_hosts", is_flag=True, help="every host")
+@click.option(
+    "--csr", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM CSR (one host)"
+)
+@click.option("--validity-days", type=click.IntRange(1, 825))
+@click.option("--idempotency-key", help="makes a retried command safe")
+@click.option("--wait/--no-wait", default=False, help="wait for the issuer, with a progress bar")
+@click.option("--timeout", type=float, default=600, show_default=True)
+@click.pass_context
+@friendly_errors
+def issue(
+    ctx: click.Context,
+    hosts: tuple[str, ...],
+    site: str | None,
+    all_hosts: bool,
+    csr: Path | None,
+    validity_days: int | None,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Request certificates for hosts (by name, --site or --all)."""
+    client = client_of(ctx)
+    names = list(hosts)
+    if site or all_hosts:
+        # Client machines only need the trust bundle, not a server certificate.
+        names += [
+            h["name"]
+            for h in client.paged("/api/v1/hosts", site=site, limit=1000)
+            if set(h["roles"]) != {"client"}
+        ]
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise CliError("no hosts: name some, or use --site or --all")
+    if csr and len(names) != 1:
+        raise CliError("--csr goes with exactly one host")
+    items = [
+        {"host": n, "validity_days": validity_days, **({"csr": csr.read_text()} if csr else {})}
+        for n in names
+    ]
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    request_ids: list[int] = []
+    for start in range(0, len(items), 1000):
+        chunk_headers = {k: f"{v}:{start}" for k, v in headers.items()}
+        result = client.post_json(
+            "/api/v1/issuance-requests/bulk",
+            {"requests": items[start : start + 1000]},
+            headers=chunk_headers,
+        )
+        request_ids += [r["id"] for r in result["requests"]]
+    click.echo(f"queued {len(request_ids)} issuance request(s)")
+    if wait:
+        failed = wait_for(client, request_ids, timeout)
+        if failed:
+            for row in failed:
+                err_console.print(
+                    f"[red]failed[/red] {row['host']}: {row['reason']}", highlight=False
+                )
+            sys.exit(1)
+
+
+def wait_for(client: ApiClient, request_ids: Sequence[int], timeout: float) -> list[dict[str, Any]]:
+    """Poll until every request is issued or failed; return the failed ones."""
+    pending = set(request_ids)
+    failed: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("issuing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+    )
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task("issue", total=len(request_ids), failed=0)
+        while pending:
+            if time.monotonic() > deadline:
+                raise CliError(f"{len(pending)} request(s) still pending after {timeout:.0f}s")
+            for row in poll(client, sorted(pending)):
+                if row["status"] in ("issued", "failed"):
+                    pending.discard(row["id"])
+                    if row["status"] == "failed":
+                        failed.append(row)
+            progress.update(task, completed=len(request_ids) - len(pending), failed=len(failed))
+            if pending:
+                time.sleep(0.25)
+    return failed
+
+
+def poll(client: ApiClient, ids: Sequence[int]) -> Iterable[dict[str, Any]]:
+    for start in range(0, len(ids), POLL_CHUNK):
+        chunk = ids[start : start + POLL_CHUNK]
+        page = client.get_json(
+            "/api/v1/issuance-requests", ids=",".join(map(str, chunk)), limit=len(chunk)
+        )
+        yield from page["items"]
+
+
+@cli.group()
+def certs() -> None:
+    """Issued certificates."""
+
+
+@certs.command("list")
+@click.option("--site")
+@click.option("--host")
+@click.option("--status", type=click.Choice(["active", "superseded", "revoked", "expired"]))
+@click.option("--expires-within", type=click.IntRange(0, 100000), help="days")
+@click.pass_context
+@friendly_errors
+def certs_list(
+    ctx: click.Context,
+    site: str | None,
+    host: str | None,
+    status: str | None,
+    expires_within: int | None,
+) -> None:
+    """List certificates with their names and expiry dates."""
+    before = None
+    if expires_within is not None:
+        before = (dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_within)).isoformat()
+    rows = list(
+        client_of(ctx).paged(
+            "/api/v1/certificates",
+            site=site,
+            host=host,
+            status=status,
+            expires_before=before,
+            limit=1000,
+        )
+    )
+    for row in rows:
+        row["names"] = row["dns_names"] + row["ip_addresses"]
+        row["expires"] = row["not_after"][:10]
+    emit(ctx, rows, ("id", "site", "host", "names", "expires", "status"), "certificates")
+
+
+@cli.command()
+@click.argument("certificate_id", type=int)
+@click.option(
+    "--format", "fmt", type=click.Choice(["pem", "pfx"]), default="pem", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="default: stdout (pem only)"
+)
+@click.option(
+    "--password-env",
+    default="CERTFLEET_PFX_PASSWORD",
+    show_default=True,
+    help="variable holding the PFX password; prompted for if unset",
+)
+@click.pass_context
+@friendly_errors
+def export(
+    ctx: click.Context, certificate_id: int, fmt: str, out: Path | None, password_env: str
+) -> None:
+    """Export a certificate: PEM chain, or a Windows-importable PFX with its key."""
+    client = client_of(ctx)
+    if fmt == "pem":
+        data = client.request("GET", f"/api/v1/certificates/{certificate_id}/pem").content
+        if out is None:
+            click.echo(data.decode(), nl=False)
+            return
+    else:
+        if out is None:
+            raise CliError("--out is required for pfx")
+        password = os.environ.get(password_env) or click.prompt(
+            "PFX password", hide_input=True, confirmation_prompt=True
+        )
+        data = client.request(
+            "POST", f"/api/v1/certificates/{certificate_id}/pfx", json={"password": password}
+        ).content
+    out.write_bytes(data)
+    if fmt == "pfx":
+        out.chmod(0o600)
+    click.echo(f"wrote {out}")
+
+
+@cli.group()
+def stack() -> None:
+    """Run the services locally."""
+
+
+@stack.command("run")
+@click.option("--issuer-concurrency", type=click.IntRange(1, 64), default=os.cpu_count() or 2)
+@friendly_errors
+def stack_run(issuer_concurrency: int) -> None:
+    """Run the API and the issuer as separate processes until interrupted."""
+    from services.cli.stack import Stack
+
+    settings = Settings.from_env()
+    local = Stack({}, settings.api_bind, settings.var_dir / "logs", issuer_concurrency)
+    with local:
+        click.echo(f"api at {local.url}, issuer running; logs in {local.log_dir}; Ctrl-C stops")
+        try:
+            while all(p.poll() is None for p in local.processes.values()):
+                time.sleep(1)
+            raise CliError(f"a service exited; see {local.log_dir}")
+        except KeyboardInterrupt:
+            click.echo("stopping")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,123 @@
+"""Run the API and the issuer as separate local processes (for `make run`, the demo and the
+end-to-end tests). Each process reads its own settings from the environment it is given."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+from services.cli.client import CliError
+
+
+@dataclass
+class Stack:
+    env: Mapping[str, str]
+    bind: str
+    log_dir: Path
+    issuer_concurrency: int = 2
+    api_workers: int = 2
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.bind}"
+
+    def commands(self) -> dict[str, list[str]]:
+        python = sys.executable
+        return {
+            "api": [
+                python,
+                "-m",
+                "gunicorn",
+                "--bind",
+                self.bind,
+                "--workers",
+                str(self.api_workers),
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "10",
+                "services.api.app:create_app()",
+            ],
+            "issuer": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "services.issuer.tasks",
+                "worker",
+                "--queues",
+                "issue",
+                "--concurrency",
+                str(self.issuer_concurrency),
+                "--hostname",
+                f"issuer-{os.getpid()}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        }
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "CERTFLEET_API_BIND": self.bind}
+        for name, command in self.commands().items():
+            log = (self.log_dir / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise CliError(
+                        f"{name} exited with {process.returncode}; see {self.log_dir / name}.log"
+                    )
+            try:
+                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise CliError(f"the API did not become ready within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,301 @@
+"""Issuance: claim queued requests by ID, sign them, store the certificates.
+
+Work is done in three steps so that a slow signature never holds a database write lock:
+1. claim: one conditional UPDATE moves `queued -> signing` and commits; rows another worker
+   claimed are skipped, so a redelivered message never issues twice;
+2. sign: read the claimed rows and build every certificate in memory;
+3. store: one transaction writes certificates, supersedes the hosts' previous ones, marks
+   the requests `issued` or `failed` with a readable reason, and records Events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, joinedload
+
+from shared import events
+from shared.authorities import generate_material, load_signer
+from shared.clock import Clock
+from shared.db.models import Authority, Certificate, Host, IssuanceRequest, Site
+from shared.db.session import Database
+from shared.errors import CertfleetError
+from shared.issuance import check_csr_for_host, site_policy, subject_names
+from shared.logging import fields
+from shared.pki.ca import IssuedCa
+from shared.pki.export import fingerprint_sha256, serial_hex, to_pem
+from shared.pki.keys import encrypt_private_key, generate_rsa_key
+from shared.pki.profiles import XPROTECT_SERVER, ServerProfile
+from shared.pki.signing import sign_server_certificate
+
+log = logging.getLogger(__name__)
+ACTOR = "issuer"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secrets the issuer holds in memory only; repr() shows nothing."""
+
+    ca_passphrase: str | None = field(default=None, repr=False)
+    data_key: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class SignerCache:
+    """Decrypted CA keys, one per authority and certificate, kept for the process's life."""
+
+    _signers: dict[tuple[int, str], IssuedCa] = field(default_factory=dict)
+
+    def get(self, authority: Authority, passphrase: str | None) -> IssuedCa:
+        cache_key = (authority.id, authority.fingerprint or "")
+        signer = self._signers.get(cache_key)
+        if signer is None or authority.status not in ("active", "retiring"):
+            if passphrase is None:
+                raise CertfleetError("CERTFLEET_CA_KEY_PASSPHRASE is not set on the issuer")
+            signer = load_signer(authority, passphrase)
+            self._signers[cache_key] = signer
+        return signer
+
+
+@dataclass(frozen=True)
+class Signed:
+    request_id: int
+    certificate: x509.Certificate
+    sealed_key: bytes | None
+
+
+@dataclass(frozen=True)
+class Failed:
+    request_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    issued: list[int]
+    failed: list[int]
+    skipped: list[int]
+
+
+def claim(session: Session, request_ids: Sequence[int], now: dt.datetime) -> list[int]:
+    """Move the given queued requests to `signing`; return the IDs this caller now owns."""
+    result = session.execute(
+        update(IssuanceRequest)
+        .where(IssuanceRequest.id.in_(list(request_ids)), IssuanceRequest.status == "queued")
+        .values(status="signing", attempts=IssuanceRequest.attempts + 1, updated_at=now)
+        .returning(IssuanceRequest.id)
+    )
+    return sorted(row[0] for row in result)
+
+
+def release(session: Session, request_ids: Sequence[int], now: dt.datetime) -> None:
+    """Give claimed rows back to the queue after a transient failure."""
+    session.execute(
+        update(IssuanceRequest)
+        .where(IssuanceRequest.id.in_(list(request_ids)), IssuanceRequest.status == "signing")
+        .values(status="queued", updated_at=now)
+    )
+
+
+def give_up(db: Database, request_ids: Sequence[int], reason: str, clock: Clock) -> None:
+    """Mark still-unfinished requests failed once retries are exhausted."""
+    with db.session() as session:
+        session.execute(
+            update(IssuanceRequest)
+            .where(
+                IssuanceRequest.id.in_(list(request_ids)),
+                IssuanceRequest.status.in_(("queued", "signing")),
+            )
+            .values(status="failed", reason=reason, updated_at=clock.now())
+        )
+
+
+def sign_request(
+    request: IssuanceRequest,
+    signers: SignerCache,
+    secrets: Secrets,
+    now: dt.datetime,
+    profile: ServerProfile = XPROTECT_SERVER,
+) -> Signed:
+    host = request.host
+    names = subject_names(host)
+    site_policy(host.site).enforce(names.dns_names, names.ip_addresses)
+    sealed: bytes | None = None
+    if request.csr_pem:
+        public_key = check_csr_for_host(host, request.csr_pem, profile)
+    else:
+        if not secrets.data_key:
+            raise CertfleetError("CERTFLEET_DATA_KEY is not set; cannot hold a server-side key")
+        key = generate_rsa_key(profile.server_key_bits)
+        sealed = encrypt_private_key(key, secrets.data_key)
+        public_key = key.public_key()
+    signer = signers.get(host.site.authority, secrets.ca_passphrase)
+    certificate = sign_server_certificate(
+        public_key, names, signer, now=now, validity_days=request.validity_days, profile=profile
+    )
+    return Signed(request.id, certificate, sealed)
+
+
+def store(session: Session, outcomes: Sequence[Signed | Failed], now: dt.datetime) -> None:
+    requests = {
+        r.id: r
+        for r in session.scalars(
+            select(IssuanceRequest)
+            .options(joinedload(IssuanceRequest.host))
+            .where(IssuanceRequest.id.in_([o.request_id for o in outcomes]))
+        )
+    }
+    for outcome in outcomes:
+        request = requests[outcome.request_id]
+        if isinstance(outcome, Failed):
+            request.status, request.reason = "failed", outcome.reason
+            events.record(
+                session,
+                "issuance.failed",
+                ACTOR,
+                at=now,
+                site_id=request.host.site_id,
+                host_id=request.host_id,
+                subject=("issuance_request", request.id),
+                reason=outcome.reason,
+            )
+            continue
+        certificate = _store_certificate(session, request, outcome, now)
+        request.status, request.certificate_id, request.reason = "issued", certificate.id, None
+
+
+def _store_certificate(
+    session: Session, request: IssuanceRequest, signed: Signed, now: dt.datetime
+) -> Certificate:
+    cert = signed.certificate
+    previous = session.scalars(
+        select(Certificate).where(
+            Certificate.host_id == request.host_id, Certificate.status == "active"
+        )
+    ).all()
+    row = Certificate(
+        authority_id=request.host.site.authority_id,
+        host_id=request.host_id,
+        request_id=request.id,
+        serial=serial_hex(cert),
+        fingerprint=fingerprint_sha256(cert),
+        common_name=cert.subject.rfc4514_string().removeprefix("CN="),
+        dns_names=list(request.host.dns_names),
+        ip_addresses=list(request.host.ip_addresses),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        status="active",
+        certificate_pem=to_pem(cert).decode(),
+        encrypted_key=signed.sealed_key,
+        key_source="server" if signed.sealed_key else "csr",
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    for old in previous:
+        old.status, old.superseded_at, old.superseded_by_id = "superseded", now, row.id
+    events.record(
+        session,
+        "certificate.issued",
+        ACTOR,
+        at=now,
+        site_id=request.host.site_id,
+        host_id=request.host_id,
+        subject=("certificate", row.id),
+        serial=row.serial,
+        fingerprint=row.fingerprint,
+        not_after=row.not_after.isoformat(),
+        superseded=[old.id for old in previous],
+    )
+    return row
+
+
+def issue_batch(
+    db: Database,
+    request_ids: Sequence[int],
+    *,
+    signers: SignerCache,
+    secrets: Secrets,
+    clock: Clock,
+) -> BatchResult:
+    """Issue what can be claimed of `request_ids`. Raises only transient errors, after
+    handing the claimed rows back to the queue."""
+    with db.session() as session:
+        claimed = claim(session, request_ids, clock.now())
+    skipped = sorted(set(request_ids) - set(claimed))
+    if not claimed:
+        return BatchResult([], [], skipped)
+    try:
+        with db.session() as session:
+            outcomes = _sign_claimed(session, claimed, signers, secrets, clock.now())
+        with db.session() as session:
+            store(session, outcomes, clock.now())
+    except Exception:
+        with db.session() as session:
+            release(session, claimed, clock.now())
+        raise
+    issued = [o.request_id for o in outcomes if isinstance(o, Signed)]
+    failed = [o.request_id for o in outcomes if isinstance(o, Failed)]
+    log.info(
+        "batch done", extra=fields(issued=len(issued), failed=len(failed), skipped=len(skipped))
+    )
+    return BatchResult(issued, failed, skipped)
+
+
+def _sign_claimed(
+    session: Session,
+    claimed: Sequence[int],
+    signers: SignerCache,
+    secrets: Secrets,
+    now: dt.datetime,
+) -> list[Signed | Failed]:
+    rows = session.scalars(
+        select(IssuanceRequest)
+        .options(joinedload(IssuanceRequest.host).joinedload(Host.site).joinedload(Site.authority))
+        .where(IssuanceRequest.id.in_(claimed))
+        .order_by(IssuanceRequest.id)
+    ).all()
+    outcomes: list[Signed | Failed] = []
+    for request in rows:
+        try:
+            outcomes.append(sign_request(request, signers, secrets, now))
+        except CertfleetError as exc:
+            outcomes.append(Failed(request.id, exc.message))
+    return outcomes
+
+
+def create_authority(db: Database, authority_id: int, *, secrets: Secrets, clock: Clock) -> str:
+    """Generate a pending authority's key and certificate. Returns its final status."""
+    with db.session() as session:
+        claimed = session.execute(
+            update(Authority)
+            .where(Authority.id == authority_id, Authority.status == "pending")
+            .values(status="generating")
+            .returning(Authority.id)
+        ).first()
+    if claimed is None:
+        return "skipped"
+    with db.session() as session:
+        authority = session.get(Authority, authority_id)
+        assert authority is not None
+        try:
+            if secrets.ca_passphrase is None:
+                raise CertfleetError("CERTFLEET_CA_KEY_PASSPHRASE is not set on the issuer")
+            generate_material(session, authority, passphrase=secrets.ca_passphrase, now=clock.now())
+        except CertfleetError as exc:
+            authority.status, authority.reason = "failed", exc.message
+        events.record(
+            session,
+            f"authority.{'created' if authority.status == 'active' else 'failed'}",
+            ACTOR,
+            at=clock.now(),
+            subject=("authority", authority.id),
+            name=authority.name,
+            reason=authority.reason,
+        )
+        return authority.status

@@ -1,0 +1,113 @@
+"""Celery tasks of the issuer: thin wrappers that load by ID, call the service, and map
+exceptions to retry or failure. Run with:
+
+    celery -A services.issuer.tasks worker -Q issue
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task
+from celery.signals import task_postrun, task_prerun, worker_process_init
+
+from services.issuer import service
+from shared.clock import SystemClock
+from shared.contracts import TASK_CREATE_AUTHORITY, TASK_ISSUE_BATCH
+from shared.db.session import Database
+from shared.logging import bind, configure_logging, unbind
+from shared.queue import make_celery
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Errors worth another try: the database or Redis went away for a moment.
+RETRYABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.exceptions.ConnectionError,
+)
+MAX_RETRIES = 8
+
+settings = Settings.from_env()
+app = make_celery(settings, "certfleet-issuer")
+
+
+@dataclass
+class Runtime:
+    db: Database
+    signers: service.SignerCache
+    secrets: service.Secrets
+    clock: SystemClock
+
+
+@functools.cache
+def runtime() -> Runtime:
+    """Per-process state, built after the fork so no connection is shared between children."""
+    return Runtime(
+        db=Database(settings.database_url),
+        signers=service.SignerCache(),
+        secrets=service.Secrets(settings.ca_key_passphrase, settings.data_key),
+        clock=SystemClock(),
+    )
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    configure_logging("issuer", settings.log_level)
+    runtime.cache_clear()
+
+
+_log_tokens: dict[str, Any] = {}
+
+
+@task_prerun.connect
+def _bind_task(task_id: str, task: Task, **_: Any) -> None:
+    _log_tokens[task_id] = bind(task_id=task_id, task=task.name)
+
+
+@task_postrun.connect
+def _unbind_task(task_id: str, **_: Any) -> None:
+    token = _log_tokens.pop(task_id, None)
+    if token is not None:
+        unbind(token)
+
+
+@app.task(name=TASK_ISSUE_BATCH, bind=True, max_retries=MAX_RETRIES, acks_late=True)
+def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
+    rt = runtime()
+    try:
+        result = service.issue_batch(
+            rt.db, request_ids, signers=rt.signers, secrets=rt.secrets, clock=rt.clock
+        )
+    except RETRYABLE as exc:
+        if self.request.retries >= MAX_RETRIES:
+            service.give_up(rt.db, request_ids, "the database stayed unreachable", rt.clock)
+            raise
+        log.warning("transient error, retrying", extra={"fields": {"error": type(exc).__name__}})
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
+    except Exception:
+        log.exception("batch failed")
+        service.give_up(
+            rt.db, request_ids, "internal error while issuing; see issuer logs", rt.clock
+        )
+        raise
+    return {
+        "issued": len(result.issued),
+        "failed": len(result.failed),
+        "skipped": len(result.skipped),
+    }
+
+
+@app.task(name=TASK_CREATE_AUTHORITY, bind=True, max_retries=MAX_RETRIES, acks_late=True)
+def create_authority(self: Task, authority_id: int) -> str:
+    rt = runtime()
+    try:
+        return service.create_authority(rt.db, authority_id, secrets=rt.secrets, clock=rt.clock)
+    except RETRYABLE as exc:
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc

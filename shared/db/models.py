@@ -1,0 +1,189 @@
+"""The database schema: the source of truth for every service.
+
+Status values are plain strings checked by the code that moves them; the constants below
+are the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.db.types import UTCDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+AUTHORITY_STATUSES = ("pending", "generating", "active", "retiring", "retired", "failed")
+AUTHORITY_KINDS = ("root", "intermediate")
+REQUEST_STATUSES = ("queued", "signing", "issued", "failed")
+CERTIFICATE_STATUSES = ("active", "superseded", "revoked", "expired")
+TOKEN_ROLES = ("admin", "operator", "auditor")
+HOST_ROLES = ("management", "recording", "failover", "mobile", "event", "client", "other")
+PLATFORMS = ("windows", "linux")
+DELIVERY_METHODS = ("none", "directory", "ssh", "webhook", "agent")
+
+
+class Authority(Base):
+    __tablename__ = "authorities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("authorities.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    key_bits: Mapped[int] = mapped_column(Integer)
+    validity_days: Mapped[int] = mapped_column(Integer)
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
+    encrypted_key: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    serial: Mapped[str | None] = mapped_column(String(64))
+    fingerprint: Mapped[str | None] = mapped_column(String(64), unique=True)
+    not_before: Mapped[dt.datetime | None]
+    not_after: Mapped[dt.datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    parent: Mapped[Authority | None] = relationship(remote_side=[id])
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    authority_id: Mapped[int] = mapped_column(ForeignKey("authorities.id"))
+    dns_suffixes: Mapped[list[Any]] = mapped_column(default=list)
+    ip_ranges: Mapped[list[Any]] = mapped_column(default=list)
+    allow_short_names: Mapped[bool] = mapped_column(Boolean, default=True)
+    maintenance_window: Mapped[dict[str, Any] | None]
+    renew_at_fraction: Mapped[float] = mapped_column(Float, default=1 / 3)
+    default_validity_days: Mapped[int] = mapped_column(Integer, default=397)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    authority: Mapped[Authority] = relationship()
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    dns_names: Mapped[list[Any]] = mapped_column(default=list)
+    ip_addresses: Mapped[list[Any]] = mapped_column(default=list)
+    roles: Mapped[list[Any]] = mapped_column(default=list)
+    failover_for: Mapped[list[Any]] = mapped_column(default=list)
+    platform: Mapped[str] = mapped_column(String(16), default="windows")
+    service_account: Mapped[str | None] = mapped_column(String(200))
+    delivery: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tls_endpoints: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    site: Mapped[Site] = relationship()
+
+
+class IssuanceRequest(Base):
+    __tablename__ = "issuance_requests"
+    __table_args__ = (Index("ix_issuance_requests_status_updated", "status", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
+    csr_pem: Mapped[str | None] = mapped_column(Text)
+    validity_days: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    campaign_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    requested_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    host: Mapped[Host] = relationship()
+
+
+class Certificate(Base):
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("authority_id", "serial"),
+        Index("ix_certificates_status_not_after", "status", "not_after"),
+        Index("ix_certificates_host_status", "host_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    authority_id: Mapped[int] = mapped_column(ForeignKey("authorities.id"))
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"))
+    request_id: Mapped[int | None] = mapped_column(Integer)
+    serial: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    common_name: Mapped[str] = mapped_column(String(255))
+    dns_names: Mapped[list[Any]] = mapped_column(default=list)
+    ip_addresses: Mapped[list[Any]] = mapped_column(default=list)
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    encrypted_key: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    key_source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    superseded_at: Mapped[dt.datetime | None]
+    superseded_by_id: Mapped[int | None] = mapped_column(Integer)
+    revoked_at: Mapped[dt.datetime | None]
+    revocation_reason: Mapped[str | None] = mapped_column(String(64))
+
+    host: Mapped[Host] = relationship()
+    authority: Mapped[Authority] = relationship()
+
+
+class Event(Base):
+    """Append-only audit trail."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    site_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    host_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    subject_type: Mapped[str | None] = mapped_column(String(32))
+    subject_id: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiToken(Base):
+    """Only the SHA-256 of the secret is stored; the secret is shown once at creation."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]

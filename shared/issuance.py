@@ -1,0 +1,50 @@
+"""Rules of issuance that both the API (to refuse bad input at once) and the issuer (to
+check again at signing time) apply: which names a host's certificate carries and whether a
+CSR may be signed for it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.db.models import Host, Site
+from shared.errors import PolicyViolation
+from shared.pki.csr import load_csr
+from shared.pki.profiles import ServerProfile
+from shared.pki.signing import SubjectNames
+from shared.policy import SitePolicy, parse_ip
+
+
+def subject_names(host: Host) -> SubjectNames:
+    return SubjectNames(tuple(host.dns_names), tuple(parse_ip(ip) for ip in host.ip_addresses))
+
+
+def site_policy(site: Site) -> SitePolicy:
+    return SitePolicy.build(site.dns_suffixes, site.ip_ranges, site.allow_short_names)
+
+
+def check_csr_for_host(host: Host, csr_pem: str, profile: ServerProfile) -> rsa.RSAPublicKey:
+    """A CSR is signed for a host only if its names are allowed by the site's policy and
+    registered for that host; the certificate always carries the host's registered names."""
+    info = load_csr(csr_pem, profile)
+    site_policy(host.site).enforce(info.dns_names, info.ip_addresses)
+    names = subject_names(host)
+    unregistered = [n for n in info.dns_names if n not in names.dns_names]
+    unregistered += [str(ip) for ip in info.ip_addresses if ip not in names.ip_addresses]
+    if unregistered:
+        raise PolicyViolation(
+            f"the CSR asks for names not registered for host {host.name!r}: "
+            + ", ".join(unregistered)
+        )
+    return info.public_key
+
+
+def request_fingerprint(host_id: int, csr_pem: str | None, validity_days: int) -> str:
+    """What makes two requests 'the same' for Idempotency-Key replays."""
+    canonical = json.dumps(
+        {"host_id": host_id, "csr": (csr_pem or "").strip(), "validity_days": validity_days},
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""PKI: CA creation, CSR validation, server certificate signing and export."""

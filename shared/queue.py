@@ -1,0 +1,47 @@
+"""Celery wiring shared by every service: one app factory, and a publisher the API uses to
+send contract messages without importing any worker code."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from celery import Celery
+from kombu import Queue
+
+from shared.contracts import QUEUE_DISTRIBUTE, QUEUE_EXPIRY, QUEUE_ISSUE, Message
+from shared.settings import Settings
+
+
+def make_celery(settings: Settings, name: str) -> Celery:
+    app = Celery(name, broker=settings.redis_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=max(1, settings.task_time_limit_s - 30),
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.task_time_limit_s * 4},
+        task_queues=[Queue(QUEUE_ISSUE), Queue(QUEUE_DISTRIBUTE), Queue(QUEUE_EXPIRY)],
+        enable_utc=True,
+    )
+    return app
+
+
+class Publisher(Protocol):
+    def publish(self, message: Message) -> None: ...
+
+
+class CeleryPublisher:
+    """Sends contract messages by task name; the sender never imports the receiver."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def publish(self, message: Message) -> None:
+        self._app.send_task(message.task, kwargs=message.kwargs, queue=message.queue)

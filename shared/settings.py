@@ -1,0 +1,118 @@
+"""One typed, frozen settings object per process, built from the environment once.
+
+No other module reads the environment: entry points call `Settings.from_env()` and pass the
+result down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from shared.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///var/certfleet.db"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_API_BIND = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    api_bind: str = DEFAULT_API_BIND
+    # Secrets are kept out of repr() so that a logged Settings object leaks nothing.
+    ca_key_passphrase: str | None = field(default=None, repr=False)
+    data_key: str | None = field(default=None, repr=False)
+    var_dir: Path = Path("var")
+    log_level: str = "INFO"
+    max_body_bytes: int = 8 * 1024 * 1024
+    bulk_max_items: int = 5000
+    issue_batch_size: int = 100
+    task_time_limit_s: int = 300
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read CERTFLEET_* variables; raise ConfigError naming every bad one."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(f"CERTFLEET_{name}")
+            return default if value is None or value == "" else value
+
+        def get_int(name: str, default: int, minimum: int = 1) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"CERTFLEET_{name} must be an integer")
+                return default
+            if value < minimum:
+                problems.append(f"CERTFLEET_{name} must be at least {minimum}")
+            return value
+
+        database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
+        if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            problems.append("CERTFLEET_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        redis_url = get("REDIS_URL", DEFAULT_REDIS_URL) or DEFAULT_REDIS_URL
+        if urlparse(redis_url).scheme not in ("redis", "rediss", "sentinel"):
+            problems.append("CERTFLEET_REDIS_URL must be a redis://, rediss:// or sentinel:// URL")
+        api_bind = get("API_BIND", DEFAULT_API_BIND) or DEFAULT_API_BIND
+        host, _, port = api_bind.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append("CERTFLEET_API_BIND must be HOST:PORT")
+        passphrase = get("CA_KEY_PASSPHRASE")
+        if passphrase is not None and len(passphrase) < 12:
+            problems.append("CERTFLEET_CA_KEY_PASSPHRASE must be at least 12 characters")
+        data_key = get("DATA_KEY")
+        if data_key is not None and len(data_key) < 12:
+            problems.append("CERTFLEET_DATA_KEY must be at least 12 characters")
+        log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append("CERTFLEET_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+
+        settings = cls(
+            database_url=normalize_database_url(database_url),
+            redis_url=redis_url,
+            api_bind=api_bind,
+            ca_key_passphrase=passphrase,
+            data_key=data_key,
+            var_dir=Path(get("VAR_DIR", "var") or "var"),
+            log_level=log_level,
+            max_body_bytes=get_int("MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            bulk_max_items=get_int("BULK_MAX_ITEMS", cls.bulk_max_items),
+            issue_batch_size=get_int("ISSUE_BATCH_SIZE", cls.issue_batch_size),
+            task_time_limit_s=get_int("TASK_TIME_LIMIT", cls.task_time_limit_s),
+            smtp_host=get("SMTP_HOST"),
+            smtp_port=get_int("SMTP_PORT", 25),
+            smtp_from=get("SMTP_FROM"),
+        )
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return settings
+
+    def require_ca_passphrase(self) -> str:
+        if not self.ca_key_passphrase:
+            raise ConfigError("CERTFLEET_CA_KEY_PASSPHRASE is not set; it is needed to use CA keys")
+        return self.ca_key_passphrase
+
+    def require_data_key(self) -> str:
+        if not self.data_key:
+            raise ConfigError("CERTFLEET_DATA_KEY is not set; it is needed for server-held keys")
+        return self.data_key
+
+
+def normalize_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain postgresql:// URLs."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url

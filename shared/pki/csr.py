@@ -52,6 +52,10 @@ def _requested_names(
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        # A well-signed CSR can still carry extensions that do not parse (a SAN with a
+        # non-ASCII dNSName or a 1-byte iPAddress): refuse it rather than crash the caller.
+        raise CsrRejected("the CSR carries a malformed extension") from exc
     try:
         if san is not None:
             dns += [normalize_dns_name(n) for n in san.get_values_for_type(x509.DNSName)]

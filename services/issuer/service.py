@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import sqlalchemy.exc
 from cryptography import x509
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
@@ -35,6 +36,12 @@ from shared.pki.signing import sign_server_certificate
 
 log = logging.getLogger(__name__)
 ACTOR = "issuer"
+
+# Errors that say "try again later", not "this request is bad".
+TRANSIENT: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,13 @@ def _sign_claimed(
             outcomes.append(sign_request(request, signers, secrets, now))
         except CertfleetError as exc:
             outcomes.append(Failed(request.id, exc.message))
+        except TRANSIENT:
+            raise  # the whole batch is released and retried
+        except Exception:
+            # One request that cannot be signed (a corrupt stored CSR or CA certificate) must
+            # not fail the other requests of its batch.
+            log.exception("signing failed", extra=fields(request_id=request.id))
+            outcomes.append(Failed(request.id, "internal error while signing; see issuer logs"))
     return outcomes
 
 
@@ -280,6 +294,41 @@ def create_authority(db: Database, authority_id: int, *, secrets: Secrets, clock
         ).first()
     if claimed is None:
         return "skipped"
+    try:
+        return _generate_claimed_authority(db, authority_id, secrets, clock)
+    except Exception:
+        # Hand the row back, as release() does for requests: left in `generating`, it could
+        # never be claimed by the task's retry.
+        with db.session() as session:
+            session.execute(
+                update(Authority)
+                .where(Authority.id == authority_id, Authority.status == "generating")
+                .values(status="pending")
+            )
+        raise
+
+
+def fail_authority(db: Database, authority_id: int, reason: str, clock: Clock) -> None:
+    """Give up on an authority that cannot be made: a terminal state with a reason."""
+    with db.session() as session:
+        session.execute(
+            update(Authority)
+            .where(Authority.id == authority_id, Authority.status.in_(("pending", "generating")))
+            .values(status="failed", reason=reason)
+        )
+        events.record(
+            session,
+            "authority.failed",
+            ACTOR,
+            at=clock.now(),
+            subject=("authority", authority_id),
+            reason=reason,
+        )
+
+
+def _generate_claimed_authority(
+    db: Database, authority_id: int, secrets: Secrets, clock: Clock
+) -> str:
     with db.session() as session:
         authority = session.get(Authority, authority_id)
         assert authority is not None

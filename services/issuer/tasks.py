@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
-import sqlalchemy.exc
 from celery import Task
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
@@ -27,11 +26,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 # Errors worth another try: the database or Redis went away for a moment.
-RETRYABLE = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    redis.exceptions.ConnectionError,
-)
+RETRYABLE: tuple[type[Exception], ...] = (*service.TRANSIENT, redis.exceptions.ConnectionError)
 MAX_RETRIES = 8
 
 settings = Settings.from_env()
@@ -110,4 +105,13 @@ def create_authority(self: Task, authority_id: int) -> str:
     try:
         return service.create_authority(rt.db, authority_id, secrets=rt.secrets, clock=rt.clock)
     except RETRYABLE as exc:
+        if self.request.retries >= MAX_RETRIES:
+            service.fail_authority(rt.db, authority_id, "the database stayed unreachable", rt.clock)
+            raise
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
+    except Exception:
+        log.exception("authority creation failed")
+        service.fail_authority(
+            rt.db, authority_id, "internal error while creating the CA; see issuer logs", rt.clock
+        )
+        raise

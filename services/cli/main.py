@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -357,6 +358,12 @@ def stack_run(issuer_concurrency: int) -> None:
 
     settings = Settings.from_env()
     local = Stack({}, settings.api_bind, settings.var_dir / "logs", issuer_concurrency)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # leave the `with` block so the children are stopped
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     with local:
         click.echo(f"api at {local.url}, issuer running; logs in {local.log_dir}; Ctrl-C stops")
         try:

@@ -3,6 +3,8 @@ end-to-end tests). Each process reads its own settings from the environment it i
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,6 +18,16 @@ from types import TracebackType
 import requests
 
 from services.cli.client import CliError
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the supervisor dies, so that no
+    orphaned worker keeps consuming the queue for a database that is gone."""
+    # Not Linux: stop() still ends the children on a normal exit.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -74,7 +86,12 @@ class Stack:
         for name, command in self.commands().items():
             log = (self.log_dir / f"{name}.log").open("ab")
             self.processes[name] = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -88,8 +105,8 @@ class Stack:
             try:
                 if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or busy starting
             time.sleep(0.2)
         raise CliError(f"the API did not become ready within {timeout:.0f}s")
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import marshmallow as ma
 
-from services.api.sites.schemas import NAME_PATTERN
 from shared.db.models import AUTHORITY_KINDS
 from shared.pki.profiles import ALLOWED_RSA_BITS
 
+# X.520 caps a common name at 64 characters.
+CA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 .,_()-]{0,63}$")
+
 
 class AuthorityInSchema(ma.Schema):
-    name = ma.fields.String(required=True, validate=ma.validate.Regexp(NAME_PATTERN))
+    name = ma.fields.String(
+        required=True,
+        validate=ma.validate.Regexp(CA_NAME, error="1-64 letters, digits, spaces or .,_()-"),
+        metadata={"description": "also the CA certificate's common name"},
+    )
     kind = ma.fields.String(load_default="root", validate=ma.validate.OneOf(AUTHORITY_KINDS))
     parent = ma.fields.String(load_default=None, metadata={"description": "parent authority name"})
     key_bits = ma.fields.Integer(load_default=3072, validate=ma.validate.OneOf(ALLOWED_RSA_BITS))

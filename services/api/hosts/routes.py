@@ -22,6 +22,7 @@ from services.api.hosts.schemas import (
 )
 from services.api.sites.service import site_by_name
 from shared.db.models import Host, Site
+from shared.errors import ValidationFailed
 
 blp = Blueprint("hosts", __name__, url_prefix="/api/v1/hosts", description="Servers and clients")
 
@@ -80,6 +81,8 @@ class HostById(MethodView):
         host = service.get_host(session, host_id)
         who = principal()
         who.require_write(host.site_id)
+        if data.get("name", host.name) != host.name:
+            raise ValidationFailed("a host cannot be renamed", {"name": ["cannot change"]})
         site = site_by_name(session, data["site"]) if data.get("site") else None
         if site is not None:
             who.require_write(site.id)

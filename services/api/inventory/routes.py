@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import marshmallow as ma
@@ -25,10 +26,7 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 def parse_document() -> dict[str, Any]:
     raw = request.get_data(cache=False)
     try:
-        if request.mimetype in YAML_TYPES:
-            doc = yaml.safe_load(raw)
-        else:
-            doc = request.get_json(force=True, silent=False)
+        doc = yaml.safe_load(raw) if request.mimetype in YAML_TYPES else json.loads(raw)
     except (yaml.YAMLError, ValueError) as exc:
         raise ValidationFailed("the inventory is not valid YAML or JSON") from exc
     if not isinstance(doc, dict):

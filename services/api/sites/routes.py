@@ -13,6 +13,7 @@ from services.api.context import runtime
 from services.api.sites import service
 from services.api.sites.schemas import SiteInSchema, SiteListArgs, SiteOutSchema, SitePatchSchema
 from shared.db.models import Site
+from shared.errors import Forbidden
 
 blp = Blueprint("sites", __name__, url_prefix="/api/v1/sites", description="Sites of the VMS")
 
@@ -58,7 +59,10 @@ class SiteById(MethodView):
         rt = runtime()
         session = rt.session()
         site = service.get_site(session, site_id)
-        principal().require_write(site.id)
+        who = principal()
+        who.require_write(site.id)
+        if "authority" in data and who.role != "admin":
+            raise Forbidden("only an admin can change a site's issuing authority")
         service.update_site(session, site, data, actor=principal().actor, now=rt.clock.now())
         session.commit()
         return site

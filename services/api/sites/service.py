@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared import events
-from shared.db.models import Authority, Host, Site
+from shared.db.models import ApiToken, Authority, Host, Site
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.policy import normalize_dns_suffix, parse_network
 
@@ -129,5 +129,17 @@ def delete_site(session: Session, site: Site, *, actor: str, now: dt.datetime) -
     hosts = session.scalar(select(func.count()).select_from(Host).where(Host.site_id == site.id))
     if hosts:
         raise Conflict(f"site {site.name!r} still has {hosts} hosts; delete or move them first")
-    events.record(session, "site.deleted", actor, at=now, site_id=site.id, name=site.name)
+    # Tokens scoped to a deleted site could reach nothing; they go with it.
+    tokens = session.scalars(select(ApiToken).where(ApiToken.site_id == site.id)).all()
+    for token in tokens:
+        session.delete(token)
+    events.record(
+        session,
+        "site.deleted",
+        actor,
+        at=now,
+        site_id=site.id,
+        name=site.name,
+        tokens_removed=[t.id for t in tokens],
+    )
     session.delete(site)

@@ -53,6 +53,5 @@ class Tokens(MethodView):
             role=data["role"],
         )
         session.commit()
-        out = NewTokenOutSchema().dump(new.token)
-        out["token"] = new.secret
-        return out
+        shown = {name: getattr(new.token, name) for name in TokenOutSchema().fields}
+        return {**shown, "token": new.secret}

@@ -1,0 +1,233 @@
+"""Fixtures shared by the whole suite: a private Redis, real databases (SQLite and PostgreSQL),
+a fixed clock, test secrets and cached RSA keys.
+
+Every fixture is safe under pytest-xdist: Redis listens on a free port per worker and every
+PostgreSQL test gets a database with a random name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+
+from shared.clock import FixedClock
+from shared.db.migrate import upgrade
+from shared.db.session import Database
+from shared.pki.ca import IssuedCa, create_intermediate_ca, create_root_ca
+from tests import factories
+
+REDIS_SERVER = "/usr/bin/redis-server"
+DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PG_START_HINT = (
+    "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
+    "(or point CERTFLEET_TEST_PG_ADMIN_URL at a server where the user may create databases)"
+)
+
+TEST_CA_PASSPHRASE = "test-ca-passphrase-0123"
+TEST_DATA_KEY = "test-data-key-456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """The same URL without the SQLAlchemy driver suffix, as psycopg.connect() wants it."""
+    return (
+        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    log = workdir / "redis.log"
+    for _attempt in range(5):
+        port = free_port()
+        process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    # Our server, not another one that took the port between bind and start.
+                    if client.info("server")["process_id"] == process.pid:
+                        return process, port
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    pytest.fail(f"redis-server did not start; its log ends with:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for this test process, without persistence."""
+    if not (os.path.exists(REDIS_SERVER) and os.access(REDIS_SERVER, os.X_OK)):
+        pytest.fail(f"{REDIS_SERVER} not found: install it with `apt-get install redis-server`")
+    process, port = _start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- Databases ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    url = os.environ.get("CERTFLEET_TEST_PG_ADMIN_URL") or DEFAULT_PG_ADMIN_URL
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {make_url(url)!r} ({exc.__class__.__name__}: "
+            f"{str(exc).strip()}); {PG_START_HINT}"
+        )
+    return url
+
+
+def _sqlite_url(directory: Path) -> str:
+    return f"sqlite:///{directory / 'certfleet.db'}"
+
+
+@pytest.fixture
+def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    admin_url: str = request.getfixturevalue("pg_admin_url")
+    name = f"certfleet_test_{secrets.token_hex(8)}"
+    admin = libpq_url(admin_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        url = _sqlite_url(tmp_path)
+        upgrade(url)
+        yield url
+    else:
+        url = request.getfixturevalue("_postgres_url")
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = Database(db_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite file, for tests that need not run on both databases."""
+    url = _sqlite_url(tmp_path / "sqlite-only")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_database(sqlite_url: str) -> Iterator[Database]:
+    db = Database(sqlite_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+# --- Time, secrets, keys --------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(factories.FIXED_NOW)
+
+
+@pytest.fixture
+def wall_clock() -> FixedClock:
+    """A clock stopped at the real current time, for certificates that real TLS clients and
+    `openssl verify` (which read the system clock) must accept."""
+    return FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def ca_passphrase() -> str:
+    return TEST_CA_PASSPHRASE
+
+
+@pytest.fixture
+def data_key() -> str:
+    return TEST_DATA_KEY
+
+
+@pytest.fixture(scope="session")
+def rsa_keys() -> factories.KeyPool:
+    """The session's pool of pre-generated RSA-2048 keys (factories.rsa_key hands them out)."""
+    return factories.KEY_POOL
+
+
+@pytest.fixture(scope="session")
+def root_ca() -> IssuedCa:
+    """A root CA (RSA 2048) valid from factories.FIXED_NOW for ten years."""
+    return create_root_ca(
+        "certfleet test root", now=factories.FIXED_NOW, key_bits=2048, validity_days=3650
+    )
+
+
+@pytest.fixture(scope="session")
+def intermediate_ca(root_ca: IssuedCa) -> IssuedCa:
+    return create_intermediate_ca(
+        "certfleet test intermediate",
+        parent=root_ca,
+        now=factories.FIXED_NOW,
+        key_bits=2048,
+        validity_days=1825,
+    )
+
+
+@pytest.fixture(scope="session")
+def openssl() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """factories.openssl, after checking that the CLI is there."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl CLI is not installed: apt-get install openssl")
+    return factories.openssl

@@ -1,0 +1,230 @@
+"""End to end: the API (gunicorn) and the issuer (celery worker) run as separate processes
+over a real Redis, on SQLite and on PostgreSQL, driven through HTTP by the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+from sqlalchemy.engine import make_url
+
+from services.cli import admin
+from services.cli.stack import Stack
+from shared.clock import SystemClock
+from shared.db.migrate import upgrade
+from shared.settings import Settings
+from tests import factories
+from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY, free_port, libpq_url
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).parents[2]
+INVENTORY = ROOT / "examples" / "inventory.yaml"
+SERVERS = 10  # hosts of the example inventory that are not client-only
+PFX_PASSWORD = "e2e pfx password"
+
+
+@dataclass
+class Running:
+    stack: Stack
+    env: dict[str, str]
+    var_dir: Path
+    token: str
+
+    def cli(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", *args],
+            env={**os.environ, **self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            check=False,
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self.token}"}
+        return requests.request(
+            method, self.stack.url + path, headers=headers, timeout=30, **kwargs
+        )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def running(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    work = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    pg_name = None
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{work / 'certfleet.db'}"
+    else:
+        admin_url = request.getfixturevalue("pg_admin_url")
+        pg_name = f"certfleet_e2e_{secrets.token_hex(6)}"
+        with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{pg_name}"')
+        database_url = (
+            make_url(admin_url).set(database=pg_name).render_as_string(hide_password=False)
+        )
+    bind = f"127.0.0.1:{free_port()}"
+    env = {
+        "CERTFLEET_DATABASE_URL": database_url,
+        "CERTFLEET_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/5",
+        "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
+        "CERTFLEET_DATA_KEY": TEST_DATA_KEY,
+        "CERTFLEET_VAR_DIR": str(work / "var"),
+        "CERTFLEET_API_BIND": bind,
+        "CERTFLEET_API_URL": f"http://{bind}",
+        "CERTFLEET_ISSUE_BATCH_SIZE": "4",
+    }
+    settings = Settings.from_env(env)
+    upgrade(settings.database_url)
+    result = admin.init(settings, SystemClock(), ca_name="E2E Root", key_bits=2048)
+    assert result.admin_token is not None
+    stack = Stack(env, bind, work / "logs", issuer_concurrency=2)
+    try:
+        with stack:
+            yield Running(stack, env, work / "var", result.admin_token)
+    finally:
+        if pg_name is not None:
+            with psycopg.connect(
+                libpq_url(request.getfixturevalue("pg_admin_url")), autocommit=True
+            ) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+
+def test_init_saved_the_admin_token_privately(running: Running) -> None:
+    token_file = running.var_dir / "admin.token"
+    assert token_file.read_text().strip() == running.token
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    again = running.cli("init")
+    assert "kept existing authority 'E2E Root'" in again.stdout
+    assert "already exists" in again.stdout
+    assert token_file.read_text().strip() == running.token
+
+
+def test_apply_issue_list_and_verify_through_the_stack(
+    running: Running, tmp_path: Path, openssl: Any
+) -> None:
+    applied = running.cli("apply", "-f", str(INVENTORY))
+    assert (
+        "hosts: 11 created" in applied.stdout
+        or "hosts: 0 created, 0 updated, 11 unchanged" in applied.stdout
+    )
+    issued = running.cli("issue", "--all", "--wait", "--timeout", "120")
+    assert f"queued {SERVERS} issuance request(s)" in issued.stdout
+    listed = json.loads(running.cli("-o", "json", "certs", "list", "--status", "active").stdout)
+    assert len({c["host"] for c in listed}) == SERVERS
+    assert "hq-ops-client01" not in {c["host"] for c in listed}
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(requests.get(running.stack.url + "/api/v1/trust-bundle", timeout=10).content)
+    for cert in listed:
+        pem = tmp_path / f"{cert['host']}.pem"
+        running.cli("export", str(cert["id"]), "--format", "pem", "--out", str(pem))
+        chain = x509.load_pem_x509_certificates(pem.read_bytes())
+        leaf = tmp_path / f"{cert['host']}-leaf.pem"
+        leaf.write_bytes(
+            pem.read_bytes().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+        )
+        verified = openssl("verify", "-CAfile", trust, "-purpose", "sslserver", leaf)
+        assert verified.returncode == 0, (cert["host"], verified.stderr)
+        assert len(chain) == 2
+    table = running.cli("certs", "list", "--site", "branch-stockholm").stdout
+    assert "sto-rec01" in table and "sto-rec02" in table and "hq-rec01" not in table
+
+
+def test_pfx_export_through_the_cli(running: Running, tmp_path: Path) -> None:
+    running.cli("apply", "-f", str(INVENTORY))
+    running.cli("issue", "hq-mgmt01", "--wait")
+    [cert] = json.loads(
+        running.cli(
+            "-o", "json", "certs", "list", "--host", "hq-mgmt01", "--status", "active"
+        ).stdout
+    )
+    out = tmp_path / "mgmt.pfx"
+    running.cli(
+        "export",
+        str(cert["id"]),
+        "--format",
+        "pfx",
+        "--out",
+        str(out),
+        env={"CERTFLEET_PFX_PASSWORD": PFX_PASSWORD},
+    )
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    key, leaf, chain = pkcs12.load_key_and_certificates(out.read_bytes(), PFX_PASSWORD.encode())
+    assert key is not None and leaf is not None and len(chain) == 1
+    assert leaf.subject.rfc4514_string() == "CN=hq-mgmt01.hq.vms.nordbank.example"
+
+
+def test_csr_issuance_over_http_and_idempotent_replay(running: Running) -> None:
+    running.cli("apply", "-f", str(INVENTORY))
+    csr = factories.make_csr(
+        factories.rsa_key(), ["aar-rec01.aar.vms.nordbank.example", "aar-rec01"], ["10.20.2.11"]
+    )
+    headers = {"Idempotency-Key": f"e2e-{secrets.token_hex(4)}"}
+    first = running.api(
+        "POST", "/api/v1/issuance-requests", json={"host": "aar-rec01", "csr": csr}, headers=headers
+    )
+    assert first.status_code == 202
+    replay = running.api(
+        "POST", "/api/v1/issuance-requests", json={"host": "aar-rec01", "csr": csr}, headers=headers
+    )
+    assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+    location = first.headers["Location"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = running.api("GET", location).json()
+        if state["status"] in ("issued", "failed"):
+            break
+        time.sleep(0.1)
+    assert state["status"] == "issued", state
+    cert = running.api("GET", f"/api/v1/certificates/{state['certificate_id']}").json()
+    assert cert["key_source"] == "csr"
+    assert cert["dns_names"] == ["aar-rec01.aar.vms.nordbank.example", "aar-rec01"]
+    active = running.api(
+        "GET", "/api/v1/certificates", params={"host": "aar-rec01", "status": "active"}
+    )
+    assert [c["id"] for c in active.json()["items"]] == [cert["id"]]
+
+
+def test_cli_errors_are_readable(running: Running, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hosts:\n  - name: x\n    site: nowhere\n    dns_names: [x.example]\n")
+    result = running.cli("apply", "-f", str(bad), check=False)
+    assert result.returncode == 1
+    assert "nothing was applied" in result.stderr and "nowhere" in result.stderr
+    assert "Traceback" not in result.stderr
+    unreachable = running.cli(
+        "--api-url", f"http://127.0.0.1:{free_port()}", "certs", "list", check=False
+    )
+    assert unreachable.returncode == 1 and "cannot reach the certfleet API" in unreachable.stderr
+    wrong = running.cli("--token", "cf_wrong", "certs", "list", check=False)
+    assert wrong.returncode == 1 and "not valid" in wrong.stderr
+
+
+def test_no_secret_reaches_logs(running: Running) -> None:
+    running.cli("apply", "-f", str(INVENTORY))
+    running.cli("issue", "--site", "branch-aarhus", "--wait")
+    logs = b"".join(p.read_bytes() for p in running.stack.log_dir.glob("*.log"))
+    assert b"issue" in logs  # the logs exist and say something
+    for secret in (TEST_CA_PASSPHRASE, TEST_DATA_KEY, running.token, "PRIVATE KEY"):
+        assert secret.encode() not in logs, secret

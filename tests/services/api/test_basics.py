@@ -1,0 +1,124 @@
+"""Health, spec, authentication and the error shape."""
+
+from __future__ import annotations
+
+from services.api.app import create_app
+from shared.settings import Settings
+from tests.conftest import free_port
+from tests.services.api.conftest import ApiHarness, assert_error_shape
+
+DESIGN_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/api/v1/authorities",
+    "/api/v1/authorities/{authority_id}",
+    "/api/v1/authorities/{authority_id}/certificate.pem",
+    "/api/v1/trust-bundle",
+    "/api/v1/sites",
+    "/api/v1/sites/{site_id}",
+    "/api/v1/hosts",
+    "/api/v1/hosts/{host_id}",
+    "/api/v1/inventory",
+    "/api/v1/issuance-requests",
+    "/api/v1/issuance-requests/bulk",
+    "/api/v1/issuance-requests/{request_id}",
+    "/api/v1/certificates",
+    "/api/v1/certificates/{certificate_id}",
+    "/api/v1/certificates/{certificate_id}/pem",
+    "/api/v1/certificates/{certificate_id}/pfx",
+    "/api/v1/tokens",
+}
+
+
+def test_health_and_readiness(api: ApiHarness) -> None:
+    assert api.get("/healthz", token="").get_json() == {"status": "ok"}
+    ready = api.get("/readyz", token="")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_readyz_is_503_when_redis_is_unreachable(api: ApiHarness) -> None:
+    settings = Settings(
+        database_url=api.settings.database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    app = create_app(settings, database=api.db)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    payload = response.get_json()
+    assert_error_shape(payload)
+    assert payload["errors"] == {"database": "ok", "redis": "unreachable"}
+
+
+def test_openapi_spec_lists_every_route_and_docs_page_serves(api: ApiHarness) -> None:
+    spec = api.get("/api/v1/openapi.json", token="").get_json()
+    assert spec["info"]["title"] == "certfleet"
+    assert set(spec["paths"]) >= DESIGN_PATHS
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    docs = api.get("/api/v1/docs", token="")
+    assert docs.status_code == 200 and b"swagger" in docs.data.lower()
+
+
+def test_missing_and_wrong_tokens_are_401(api: ApiHarness) -> None:
+    missing = api.get("/api/v1/sites", token="")
+    assert missing.status_code == 401 and missing.get_json()["code"] == "unauthorized"
+    wrong = api.get("/api/v1/sites", token="cf_not-a-real-token")
+    assert wrong.status_code == 401
+    assert "cf_not-a-real-token" not in wrong.get_data(as_text=True)
+
+
+def test_auditor_reads_but_cannot_write(api: ApiHarness) -> None:
+    auditor = api.token("auditor")
+    assert api.get("/api/v1/sites", token=auditor).status_code == 200
+    response = api.post(
+        "/api/v1/sites", token=auditor, json={"name": "x", "dns_suffixes": ["x.example"]}
+    )
+    assert response.status_code == 403
+    assert (
+        api.post("/api/v1/tokens", token=auditor, json={"name": "n", "role": "admin"}).status_code
+        == 403
+    )
+
+
+def test_unknown_route_and_bad_json_use_the_error_shape(api: ApiHarness) -> None:
+    missing = api.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert_error_shape(missing.get_json())
+    bad = api.post("/api/v1/sites", data=b"{not json", content_type="application/json")
+    assert bad.status_code == 400
+    assert_error_shape(bad.get_json())
+
+
+def test_validation_errors_name_the_field(api: ApiHarness) -> None:
+    response = api.post(
+        "/api/v1/sites",
+        json={
+            "name": "ok-site",
+            "maintenance_window": {"start": "25:00", "end": "04:00", "timezone": "Mars/Olympus"},
+        },
+    )
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]["json"]["maintenance_window"]
+    assert "start" in errors and "timezone" in errors
+
+
+def test_oversized_body_is_413(api: ApiHarness) -> None:
+    body = b'{"requests": [' + b'{"host": "x"},' * 60000 + b'{"host": "x"}]}'
+    assert len(body) > api.settings.max_body_bytes
+    response = api.post(
+        "/api/v1/issuance-requests/bulk", data=body, content_type="application/json"
+    )
+    assert response.status_code == 413
+    assert_error_shape(response.get_json())
+
+
+def test_tokens_are_stored_hashed_and_shown_once(api: ApiHarness) -> None:
+    secret = api.token("operator")
+    listing = api.get("/api/v1/tokens").get_data(as_text=True)
+    assert secret not in listing
+    from sqlalchemy import text
+
+    with api.db.session() as session:
+        stored = [row[0] for row in session.execute(text("SELECT token_hash FROM api_tokens"))]
+    assert secret not in stored and all(len(h) == 64 for h in stored)
+    assert api.get("/api/v1/sites", token=secret).status_code == 200

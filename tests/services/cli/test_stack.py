@@ -1,0 +1,81 @@
+"""`certfleet stack run` must never leave a worker behind: an orphaned issuer would keep
+taking messages from the queue for a database that no longer exists."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_CA_PASSPHRASE, free_port
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stack_run_stops_its_services(
+    how: str, sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    bind = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "CERTFLEET_DATABASE_URL": sqlite_url,
+        "CERTFLEET_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/7",
+        "CERTFLEET_API_BIND": bind,
+        "CERTFLEET_VAR_DIR": str(tmp_path),
+        "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
+    }
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "stack", "run", "--issuer-concurrency", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://{bind}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the stack did not become ready")
+        services = children_of(supervisor.pid)
+        assert len(services) == 2  # gunicorn master and celery main process
+        supervisor.send_signal(getattr(signal, how))
+        supervisor.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(alive(p) for p in services):
+            time.sleep(0.2)
+        assert not [p for p in services if alive(p)], "a service outlived `stack run`"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://{bind}/healthz", timeout=2)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()

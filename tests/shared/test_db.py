@@ -1,0 +1,114 @@
+"""Schema, migrations and column types on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import StatementError
+
+from shared.db.migrate import downgrade, upgrade
+from shared.db.models import Base, Event
+from shared.db.session import Database, make_engine
+from shared.db.types import utcnow
+
+TABLES = {
+    "authorities",
+    "sites",
+    "hosts",
+    "issuance_requests",
+    "certificates",
+    "events",
+    "api_tokens",
+}
+
+
+def test_migrations_create_every_table(database: Database) -> None:
+    inspector = inspect(database.engine)
+    assert set(inspector.get_table_names()) >= TABLES
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_migrated_schema_matches_the_models(database: Database) -> None:
+    """The migration and the models must not drift apart."""
+    inspector = inspect(database.engine)
+    for table in Base.metadata.sorted_tables:
+        migrated = {c["name"]: c for c in inspector.get_columns(table.name)}
+        assert set(migrated) == set(table.columns.keys()), table.name
+        for column in table.columns:
+            assert migrated[column.name]["nullable"] == column.nullable, (
+                f"{table.name}.{column.name}"
+            )
+        migrated_indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        assert {i.name for i in table.indexes} <= migrated_indexes, table.name
+
+
+def test_upgrade_is_idempotent_and_downgrade_drops_tables(db_url: str) -> None:
+    upgrade(db_url)  # already at head: a no-op
+    downgrade(db_url, "base")
+    engine = make_engine(db_url)
+    try:
+        assert not TABLES & set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+    finally:
+        engine.dispose()
+
+
+def test_utc_datetime_round_trips_aware_utc(database: Database) -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    written = dt.datetime(2026, 11, 28, 14, 30, 15, 123456, tzinfo=plus_two)
+    with database.session() as session:
+        event = Event(at=written, kind="test.tz", actor="tests", data={"k": [1, "x"]})
+        session.add(event)
+        session.flush()
+        event_id = event.id
+    with database.sessions() as session:
+        loaded = session.scalars(select(Event).where(Event.id == event_id)).one()
+        assert loaded.at == written
+        assert loaded.at.tzinfo is not None
+        assert loaded.at.utcoffset() == dt.timedelta(0)
+        assert loaded.at.hour == 12
+        assert loaded.data == {"k": [1, "x"]}
+
+
+def test_utc_datetime_refuses_naive_values(database: Database) -> None:
+    with pytest.raises(StatementError, match="timezone-aware"), database.session() as session:
+        session.add(Event(at=dt.datetime(2026, 11, 28, 12, 0), kind="x", actor="tests", data={}))
+        session.flush()
+
+
+def test_utcnow_is_aware() -> None:
+    assert utcnow().utcoffset() == dt.timedelta(0)
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_database: Database) -> None:
+    with sqlite_database.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+
+
+def test_foreign_keys_are_enforced(database: Database) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from shared.db.models import Host
+
+    with pytest.raises(IntegrityError), database.session() as session:
+        session.add(Host(site_id=999999, name="orphan"))
+        session.flush()
+
+
+def test_session_rolls_back_on_error(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.session() as session:
+        session.add(Event(at=utcnow(), kind="rolled.back", actor="tests", data={}))
+        session.flush()
+        raise RuntimeError("boom")
+    with database.sessions() as session:
+        assert session.scalars(select(Event).where(Event.kind == "rolled.back")).all() == []

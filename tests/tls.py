@@ -27,14 +27,16 @@ def tls_server(chain_file: Path, key_file: Path, key_password: str | None = None
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
-            except (TimeoutError, OSError):
+            except TimeoutError:
                 continue
+            except OSError:
+                return
             try:
                 conn.settimeout(5)
                 with context.wrap_socket(conn, server_side=True) as tls:
                     tls.sendall(b"certfleet\n")
             except (ssl.SSLError, OSError):
-                conn.close()
+                conn.close()  # the client refused the certificate: some tests want that
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -5,17 +5,41 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import marshmallow as ma
 import redis.exceptions
 from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.api.context import runtime
 from shared.contracts import chunked, issue_batch
-from shared.errors import Unavailable, ValidationFailed
+from shared.errors import NotFound, Unavailable, ValidationFailed
+
+T = TypeVar("T")
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+
+
+def get_or_404(session: Session, model: type[T], row_id: int, noun: str) -> T:
+    row = session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"{noun} {row_id} does not exist")
+    return row
+
+
+def find_by_name(session: Session, model: Any, name: str) -> Any:
+    """The row of `model` (a Site or Host: names are unique) with this name, or None."""
+    return session.scalar(select(model).where(model.name == name))
+
+
+def by_name_or_404(session: Session, model: type[T], name: str, noun: str) -> T:
+    row: T | None = find_by_name(session, model, name)
+    if row is None:
+        raise NotFound(f"{noun} {name!r} does not exist")
+    return row
 
 
 class PageArgs(ma.Schema):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 from celery import Task
@@ -24,6 +25,7 @@ from shared.queue import make_celery
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Errors worth another try: the database or Redis went away for a moment.
 RETRYABLE: tuple[type[Exception], ...] = (*service.TRANSIENT, redis.exceptions.ConnectionError)
@@ -73,25 +75,36 @@ def _unbind_task(task_id: str, **_: Any) -> None:
         unbind(token)
 
 
+def run_or_give_up(
+    task: Task, work: Callable[[], T], give_up: Callable[[str], None], what: str
+) -> T:
+    """Run `work`: retry transient errors with backoff; when retries run out, or on any other
+    error, record a terminal failure through `give_up` and re-raise."""
+    try:
+        return work()
+    except RETRYABLE as exc:
+        if task.request.retries >= MAX_RETRIES:
+            give_up("the database stayed unreachable")
+            raise
+        log.warning("transient error, retrying", extra={"fields": {"error": type(exc).__name__}})
+        raise task.retry(exc=exc, countdown=min(2**task.request.retries, 60)) from exc
+    except Exception:
+        log.exception(f"{what} failed")
+        give_up(f"internal error while {what}; see issuer logs")
+        raise
+
+
 @app.task(name=TASK_ISSUE_BATCH, bind=True, max_retries=MAX_RETRIES, acks_late=True)
 def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
     rt = runtime()
-    try:
-        result = service.issue_batch(
+    result = run_or_give_up(
+        self,
+        lambda: service.issue_batch(
             rt.db, request_ids, signers=rt.signers, secrets=rt.secrets, clock=rt.clock
-        )
-    except RETRYABLE as exc:
-        if self.request.retries >= MAX_RETRIES:
-            service.give_up(rt.db, request_ids, "the database stayed unreachable", rt.clock)
-            raise
-        log.warning("transient error, retrying", extra={"fields": {"error": type(exc).__name__}})
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
-    except Exception:
-        log.exception("batch failed")
-        service.give_up(
-            rt.db, request_ids, "internal error while issuing; see issuer logs", rt.clock
-        )
-        raise
+        ),
+        lambda reason: service.give_up(rt.db, request_ids, reason, rt.clock),
+        "issuing",
+    )
     return {
         "issued": len(result.issued),
         "failed": len(result.failed),
@@ -102,16 +115,9 @@ def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
 @app.task(name=TASK_CREATE_AUTHORITY, bind=True, max_retries=MAX_RETRIES, acks_late=True)
 def create_authority(self: Task, authority_id: int) -> str:
     rt = runtime()
-    try:
-        return service.create_authority(rt.db, authority_id, secrets=rt.secrets, clock=rt.clock)
-    except RETRYABLE as exc:
-        if self.request.retries >= MAX_RETRIES:
-            service.fail_authority(rt.db, authority_id, "the database stayed unreachable", rt.clock)
-            raise
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
-    except Exception:
-        log.exception("authority creation failed")
-        service.fail_authority(
-            rt.db, authority_id, "internal error while creating the CA; see issuer logs", rt.clock
-        )
-        raise
+    return run_or_give_up(
+        self,
+        lambda: service.create_authority(rt.db, authority_id, secrets=rt.secrets, clock=rt.clock),
+        lambda reason: service.fail_authority(rt.db, authority_id, reason, rt.clock),
+        "creating the CA",
+    )

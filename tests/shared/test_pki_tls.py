@@ -7,11 +7,8 @@ verifies against the system clock.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import ssl
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,55 +20,15 @@ from shared.pki.export import pem_chain
 from shared.pki.profiles import XPROTECT_SERVER
 from shared.pki.signing import SubjectNames, sign_server_certificate
 from tests.factories import rsa_key, write_key, write_pem
+from tests.tls import handshake, tls_server
 
 DNS = "rec01.site1.example.com"
-TIMEOUT = 10
 
 
-@contextmanager
-def tls_server(certfile: Path, keyfile: Path) -> Iterator[int]:
-    """Serve TLS on a free loopback port until the block ends; each connection gets b"ok"."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certfile, keyfile)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(TIMEOUT)
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.sendall(b"ok")
-            except (ssl.SSLError, OSError):
-                pass  # the client refused our certificate: that is what some tests want
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield port
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
-        listener.close()
-
-
-def client_fetch(port: int, cafile: Path, server_hostname: str) -> bytes:
-    context = ssl.create_default_context(cafile=str(cafile))
-    assert context.check_hostname is True
-    assert context.verify_mode == ssl.CERT_REQUIRED
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
-        context.wrap_socket(raw, server_hostname=server_hostname) as tls,
-    ):
-        return tls.recv(16)
+def client_fetch(port: int, cafile: Path, server_hostname: str) -> str:
+    """Handshake as a strict client; return the CN of the certificate the server presented."""
+    der = handshake(port, cafile, server_hostname)
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
 
 
 @pytest.fixture
@@ -113,8 +70,8 @@ def test_handshake_by_dns_name(
     certfile, keyfile = _serve_files(tmp_path, issuer, chain, wall_clock)
     trust = write_pem(tmp_path / "trust.pem", root.certificate)
     with tls_server(certfile, keyfile) as port:
-        assert client_fetch(port, trust, DNS) == b"ok"
-        assert client_fetch(port, trust, "rec01") == b"ok"
+        assert client_fetch(port, trust, DNS) == f"CN={DNS}"
+        assert client_fetch(port, trust, "rec01") == f"CN={DNS}"
 
 
 def test_handshake_by_ip_san(
@@ -124,7 +81,7 @@ def test_handshake_by_ip_san(
     certfile, keyfile = _serve_files(tmp_path, inter, [inter.certificate], wall_clock)
     trust = write_pem(tmp_path / "trust.pem", root.certificate)
     with tls_server(certfile, keyfile) as port:
-        assert client_fetch(port, trust, "127.0.0.1") == b"ok"
+        assert client_fetch(port, trust, "127.0.0.1") == f"CN={DNS}"
 
 
 def test_name_outside_the_san_is_refused(
@@ -139,7 +96,7 @@ def test_name_outside_the_san_is_refused(
         with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
             client_fetch(port, trust, "127.0.0.2")
         # The server is still fine for a correct name afterwards.
-        assert client_fetch(port, trust, DNS) == b"ok"
+        assert client_fetch(port, trust, DNS) == f"CN={DNS}"
 
 
 def test_untrusted_root_is_refused(

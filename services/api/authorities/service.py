@@ -9,17 +9,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.api.common import get_or_404
 from shared import events
 from shared.db.models import Authority
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, ValidationFailed
 from shared.pki.profiles import DEFAULT_CA
 
 
 def get_authority(session: Session, authority_id: int) -> Authority:
-    row = session.get(Authority, authority_id)
-    if row is None:
-        raise NotFound(f"authority {authority_id} does not exist")
-    return row
+    return get_or_404(session, Authority, authority_id, "authority")
 
 
 def request_authority(

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.api.common import by_name_or_404, find_by_name, get_or_404
 from services.api.sites.service import Outcome, apply_changes, site_by_name
 from shared import events
 from shared.db.models import Host, IssuanceRequest, Site
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, ValidationFailed
 from shared.issuance import site_policy
 from shared.policy import normalize_dns_name, parse_ip
 
@@ -28,21 +29,16 @@ HOST_FIELDS = (
 
 
 def get_host(session: Session, host_id: int) -> Host:
-    host = session.get(Host, host_id)
-    if host is None:
-        raise NotFound(f"host {host_id} does not exist")
-    return host
+    return get_or_404(session, Host, host_id, "host")
 
 
 def find_host(session: Session, name: str) -> Host | None:
-    return session.scalar(select(Host).where(Host.name == name))
+    host: Host | None = find_by_name(session, Host, name)
+    return host
 
 
 def host_by_name(session: Session, name: str) -> Host:
-    host = find_host(session, name)
-    if host is None:
-        raise NotFound(f"host {name!r} does not exist")
-    return host
+    return by_name_or_404(session, Host, name, "host")
 
 
 def normalized(data: dict[str, Any]) -> dict[str, Any]:

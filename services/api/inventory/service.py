@@ -32,18 +32,14 @@ def apply_inventory(
         kind: {"created": [], "updated": [], "unchanged": []} for kind in ("sites", "hosts")
     }
     problems: dict[str, str] = {}
-    for index, site_data in enumerate(doc["sites"]):
-        try:
-            site, outcome = upsert_site(session, site_data, actor=who.actor, now=now)
-            result["sites"][outcome].append(site.name)
-        except CertfleetError as exc:
-            problems[f"sites[{index}] {site_data['name']}"] = exc.message
-    for index, host_data in enumerate(doc["hosts"]):
-        try:
-            host, outcome = upsert_host(session, host_data, actor=who.actor, now=now)
-            result["hosts"][outcome].append(host.name)
-        except CertfleetError as exc:
-            problems[f"hosts[{index}] {host_data['name']}"] = exc.message
+    upserts = (("sites", upsert_site), ("hosts", upsert_host))
+    for kind, upsert in upserts:
+        for index, data in enumerate(doc[kind]):
+            try:
+                row, outcome = upsert(session, data, actor=who.actor, now=now)
+                result[kind][outcome].append(row.name)
+            except CertfleetError as exc:
+                problems[f"{kind}[{index}] {data['name']}"] = exc.message
     if problems:
         raise ValidationFailed(
             f"the inventory has {len(problems)} problem(s); nothing was applied", problems

@@ -15,10 +15,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
+from services.api.common import get_or_404
 from services.api.hosts.service import get_host, host_by_name
 from shared import events
 from shared.db.models import Host, IssuanceRequest
-from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
+from shared.errors import CertfleetError, Conflict, ValidationFailed
 from shared.issuance import check_csr_for_host, request_fingerprint, site_policy, subject_names
 from shared.pki.profiles import XPROTECT_SERVER
 
@@ -30,10 +31,7 @@ class Accepted:
 
 
 def get_request(session: Session, request_id: int) -> IssuanceRequest:
-    row = session.get(IssuanceRequest, request_id)
-    if row is None:
-        raise NotFound(f"issuance request {request_id} does not exist")
-    return row
+    return get_or_404(session, IssuanceRequest, request_id, "issuance request")
 
 
 def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[Any]:

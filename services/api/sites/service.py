@@ -8,9 +8,10 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.api.common import by_name_or_404, find_by_name, get_or_404
 from shared import events
 from shared.db.models import ApiToken, Authority, Host, Site
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, ValidationFailed
 from shared.policy import normalize_dns_suffix, parse_network
 
 Outcome = Literal["created", "updated", "unchanged"]
@@ -26,21 +27,16 @@ SITE_FIELDS = (
 
 
 def get_site(session: Session, site_id: int) -> Site:
-    site = session.get(Site, site_id)
-    if site is None:
-        raise NotFound(f"site {site_id} does not exist")
-    return site
+    return get_or_404(session, Site, site_id, "site")
 
 
 def find_site(session: Session, name: str) -> Site | None:
-    return session.scalar(select(Site).where(Site.name == name))
+    site: Site | None = find_by_name(session, Site, name)
+    return site
 
 
 def site_by_name(session: Session, name: str) -> Site:
-    site = find_site(session, name)
-    if site is None:
-        raise NotFound(f"site {name!r} does not exist")
-    return site
+    return by_name_or_404(session, Site, name, "site")
 
 
 def resolve_authority(session: Session, name: str | None) -> Authority:

@@ -13,6 +13,7 @@ from flask_smorest import Api
 from services.api import errors
 from services.api.authorities.routes import blp as authorities_blp
 from services.api.certificates.routes import blp as certificates_blp
+from services.api.common import BoundedIntConverter
 from services.api.context import ApiRuntime, close_session
 from services.api.health.routes import blp as health_blp
 from services.api.hosts.routes import blp as hosts_blp
@@ -49,6 +50,7 @@ def create_app(
         settings = Settings.from_env()
         configure_logging("api", settings.log_level)
     app = Flask("certfleet-api")
+    app.url_map.converters["int"] = BoundedIntConverter
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="certfleet",

@@ -12,12 +12,29 @@ import redis.exceptions
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.routing import IntegerConverter, Map
 
 from services.api.context import runtime
 from shared.contracts import chunked, issue_batch
 from shared.errors import NotFound, Unavailable, ValidationFailed
 
 T = TypeVar("T")
+
+# Row IDs are 64-bit signed in both databases; a larger number is no ID (404/422, not 500).
+MAX_ID = 2**63 - 1
+
+
+def id_field(**kwargs: Any) -> ma.fields.Integer:
+    return ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID), **kwargs)
+
+
+class BoundedIntConverter(IntegerConverter):
+    """`<int:...>` URL parts above MAX_ID do not match, so the route is a 404."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -60,7 +77,10 @@ def decode_cursor(cursor: str | None) -> int:
         kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
         if kind != "id":
             raise ValueError(kind)
-        return int(value)
+        last_id = int(value)
+        if not 0 <= last_id <= MAX_ID:
+            raise ValueError(value)
+        return last_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ValidationFailed("the cursor is not valid", {"cursor": ["not valid"]}) from exc
 

@@ -19,12 +19,14 @@ from services.api.certificates.schemas import (
 from services.api.common import decode_cursor, page_of
 from services.api.context import runtime
 from shared.db.models import Certificate
+from shared.pki.export import to_der
 
 blp = Blueprint(
     "certificates", __name__, url_prefix="/api/v1/certificates", description="Issued certificates"
 )
 
 PEM_CHAIN = "application/pem-certificate-chain"
+DER = "application/pkix-cert"
 
 
 @blp.route("")
@@ -57,6 +59,15 @@ def certificate_pem(certificate_id: int) -> Response:
     row = service.get_certificate(session, certificate_id)
     principal().require_read(row.host.site_id)
     return Response(service.pem_bundle(session, row), mimetype=PEM_CHAIN)
+
+
+@blp.route("/<int:certificate_id>/der")
+@requires("auditor")
+@blp.response(200, content_type=DER, description="The leaf certificate alone, DER-encoded")
+def certificate_der(certificate_id: int) -> Response:
+    row = service.get_certificate(runtime().session(), certificate_id)
+    principal().require_read(row.host.site_id)
+    return Response(to_der(service.leaf_of(row)), mimetype=DER)
 
 
 @blp.route("/<int:certificate_id>/pfx", methods=["POST"])

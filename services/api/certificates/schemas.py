@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import marshmallow as ma
 
 from services.api.common import PageArgs
@@ -13,7 +15,11 @@ class CertificateListArgs(PageArgs):
     site = ma.fields.String(load_default=None, metadata={"description": "site name"})
     host = ma.fields.String(load_default=None, metadata={"description": "host name"})
     status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(CERTIFICATE_STATUSES))
-    expires_before = ma.fields.AwareDateTime(load_default=None, default_timezone=None)
+    expires_before = ma.fields.AwareDateTime(
+        load_default=None,
+        default_timezone=dt.UTC,
+        metadata={"description": "ISO 8601; without a zone it is read as UTC"},
+    )
 
 
 class CertificateOutSchema(ma.Schema):

@@ -7,6 +7,7 @@ from typing import Any
 import marshmallow as ma
 from webargs.fields import DelimitedList
 
+from services.api.common import id_field
 from shared.db.models import REQUEST_STATUSES
 
 MAX_CSR_CHARS = 16384
@@ -14,7 +15,7 @@ MAX_CSR_CHARS = 16384
 
 class IssuanceInSchema(ma.Schema):
     host = ma.fields.String(load_default=None, metadata={"description": "host name"})
-    host_id = ma.fields.Integer(load_default=None)
+    host_id = id_field(load_default=None)
     csr = ma.fields.String(
         load_default=None,
         allow_none=True,
@@ -67,7 +68,7 @@ class IdempotencyHeader(ma.Schema):
 
 class IssuanceListArgs(ma.Schema):
     ids = DelimitedList(
-        ma.fields.Integer(),
+        id_field(),
         load_default=list,
         validate=ma.validate.Length(max=1000),
         metadata={"description": "comma-separated request IDs"},

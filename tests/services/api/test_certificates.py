@@ -52,6 +52,9 @@ def test_pem_chain_verifies_and_serves_tls_with_hostname_checking(
     leaf_file = tmp_path / "leaf.pem"
     certs = x509.load_pem_x509_certificates(chain.data)
     leaf_file.write_bytes(certs[0].public_bytes(serialization.Encoding.PEM))
+    der = api.get(f"/api/v1/certificates/{cert_id}/der")
+    assert der.mimetype == "application/pkix-cert"
+    assert x509.load_der_x509_certificate(der.data) == certs[0]
     verified = openssl("verify", "-CAfile", trust, "-purpose", "sslserver", leaf_file)
     assert verified.returncode == 0, verified.stderr
     # The key is server-held: take it from the PFX, then serve TLS with it.
@@ -179,6 +182,18 @@ def test_list_filters_and_cursor_pagination(api: ApiHarness) -> None:
             ]
         )
         == 6
+    )
+    naive = (api.clock.now() + dt.timedelta(days=400)).replace(tzinfo=None).isoformat()
+    assert (
+        len(
+            api.get("/api/v1/certificates", query_string={"expires_before": naive}).get_json()[
+                "items"
+            ]
+        )
+        == 6
+    )
+    assert (
+        api.get("/api/v1/certificates", query_string={"expires_before": "soon"}).status_code == 422
     )
     assert api.get("/api/v1/certificates", query_string={"cursor": "garbage!"}).status_code == 422
     assert api.get("/api/v1/certificates", query_string={"limit": 5000}).status_code == 422

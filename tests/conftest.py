@@ -137,25 +137,28 @@ def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database: once on SQLite, once on PostgreSQL."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: once on SQLite, once on PostgreSQL (dropped afterwards by
+    _postgres_url)."""
     if request.param == "sqlite":
         url = _sqlite_url(tmp_path)
-        upgrade(url)
-        yield url
     else:
         url = request.getfixturevalue("_postgres_url")
-        upgrade(url)
-        yield url
+    upgrade(url)
+    return url
 
 
-@pytest.fixture
-def database(db_url: str) -> Iterator[Database]:
-    db = Database(db_url)
+def _opened(url: str) -> Iterator[Database]:
+    db = Database(url)
     try:
         yield db
     finally:
         db.dispose()
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    yield from _opened(db_url)
 
 
 @pytest.fixture
@@ -168,11 +171,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def sqlite_database(sqlite_url: str) -> Iterator[Database]:
-    db = Database(sqlite_url)
-    try:
-        yield db
-    finally:
-        db.dispose()
+    yield from _opened(sqlite_url)
 
 
 # --- Time, secrets, keys --------------------------------------------------------------------

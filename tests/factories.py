@@ -106,55 +106,6 @@ def make_csr(
 # --- Rows -----------------------------------------------------------------------------------
 
 
-def make_root_authority(
-    session: Session,
-    passphrase: str,
-    clock: Clock,
-    name: str | None = None,
-    *,
-    validity_days: int = 3650,
-) -> Authority:
-    """An active root: a pending row whose material shared.authorities generates."""
-    authority = Authority(
-        name=name or unique("root"),
-        kind="root",
-        status="pending",
-        key_bits=2048,
-        validity_days=validity_days,
-        created_at=clock.now(),
-    )
-    session.add(authority)
-    session.flush()
-    generate_material(session, authority, passphrase=passphrase, now=clock.now())
-    session.flush()
-    return authority
-
-
-def make_intermediate_authority(
-    session: Session,
-    parent: Authority,
-    passphrase: str,
-    clock: Clock,
-    name: str | None = None,
-    *,
-    validity_days: int = 1825,
-) -> Authority:
-    authority = Authority(
-        name=name or unique("intermediate"),
-        kind="intermediate",
-        parent_id=parent.id,
-        status="pending",
-        key_bits=2048,
-        validity_days=validity_days,
-        created_at=clock.now(),
-    )
-    session.add(authority)
-    session.flush()
-    generate_material(session, authority, passphrase=passphrase, now=clock.now())
-    session.flush()
-    return authority
-
-
 def make_pending_authority(
     session: Session,
     clock: Clock,
@@ -176,6 +127,48 @@ def make_pending_authority(
     session.add(authority)
     session.flush()
     return authority
+
+
+def _activate(session: Session, authority: Authority, passphrase: str, clock: Clock) -> Authority:
+    """Generate the key material shared.authorities makes for a pending row."""
+    generate_material(session, authority, passphrase=passphrase, now=clock.now())
+    session.flush()
+    return authority
+
+
+def make_root_authority(
+    session: Session,
+    passphrase: str,
+    clock: Clock,
+    name: str | None = None,
+    *,
+    validity_days: int = 3650,
+) -> Authority:
+    """An active root."""
+    pending = make_pending_authority(
+        session, clock, name or unique("root"), validity_days=validity_days
+    )
+    return _activate(session, pending, passphrase, clock)
+
+
+def make_intermediate_authority(
+    session: Session,
+    parent: Authority,
+    passphrase: str,
+    clock: Clock,
+    name: str | None = None,
+    *,
+    validity_days: int = 1825,
+) -> Authority:
+    pending = make_pending_authority(
+        session,
+        clock,
+        name or unique("intermediate"),
+        kind="intermediate",
+        parent=parent,
+        validity_days=validity_days,
+    )
+    return _activate(session, pending, passphrase, clock)
 
 
 def make_site(

@@ -17,6 +17,10 @@ QUEUE_EXPIRY = "expiry"
 
 TASK_ISSUE_BATCH = "certfleet.issuer.issue_batch"
 TASK_CREATE_AUTHORITY = "certfleet.issuer.create_authority"
+TASK_DISTRIBUTE_CERTIFICATES = "certfleet.distributor.distribute_certificates"
+TASK_DISTRIBUTE_TRUST = "certfleet.distributor.distribute_trust"
+TASK_DELIVER = "certfleet.distributor.deliver"
+TASK_VERIFY = "certfleet.distributor.verify"
 
 MAX_IDS_PER_MESSAGE = 1000
 
@@ -41,6 +45,27 @@ def issue_batch(request_ids: Sequence[int]) -> Message:
 
 def create_authority(authority_id: int) -> Message:
     return Message(TASK_CREATE_AUTHORITY, QUEUE_ISSUE, {"authority_id": int(authority_id)})
+
+
+def distribute_certificates(certificate_ids: Sequence[int]) -> Message:
+    """Newly issued certificates: plan and start their deliveries."""
+    return Message(
+        TASK_DISTRIBUTE_CERTIFICATES, QUEUE_DISTRIBUTE, {"certificate_ids": _ids(certificate_ids)}
+    )
+
+
+def distribute_trust(host_ids: Sequence[int]) -> Message:
+    """Client hosts that must receive the current trust bundle."""
+    return Message(TASK_DISTRIBUTE_TRUST, QUEUE_DISTRIBUTE, {"host_ids": _ids(host_ids)})
+
+
+def deliver(delivery_id: int) -> Message:
+    return Message(TASK_DELIVER, QUEUE_DISTRIBUTE, {"delivery_id": int(delivery_id)})
+
+
+def verify(delivery_id: int) -> Message:
+    """Probe the host's TLS endpoints for the delivered certificate."""
+    return Message(TASK_VERIFY, QUEUE_DISTRIBUTE, {"delivery_id": int(delivery_id)})
 
 
 def chunked(ids: Sequence[int], size: int) -> list[list[int]]:

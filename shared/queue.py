@@ -26,7 +26,9 @@ def make_celery(settings: Settings, name: str) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.task_time_limit_s * 4},
+        # Retries wait up to an hour (ETA tasks); a shorter visibility timeout would have Redis
+        # hand a waiting task to a second worker.
+        broker_transport_options={"visibility_timeout": max(settings.task_time_limit_s * 4, 7200)},
         task_queues=[Queue(QUEUE_ISSUE), Queue(QUEUE_DISTRIBUTE), Queue(QUEUE_EXPIRY)],
         enable_utc=True,
     )

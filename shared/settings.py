@@ -33,6 +33,7 @@ class Settings:
     bulk_max_items: int = 5000
     issue_batch_size: int = 100
     task_time_limit_s: int = 300
+    probe_delay_s: float = 5.0
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str | None = None
@@ -58,6 +59,19 @@ class Settings:
                 return default
             if value < minimum:
                 problems.append(f"CERTFLEET_{name} must be at least {minimum}")
+            return value
+
+        def get_float(name: str, default: float, minimum: float, maximum: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"CERTFLEET_{name} must be a number")
+                return default
+            if not minimum <= value <= maximum:
+                problems.append(f"CERTFLEET_{name} must be between {minimum} and {maximum}")
             return value
 
         database_url = get("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
@@ -92,6 +106,7 @@ class Settings:
             bulk_max_items=get_int("BULK_MAX_ITEMS", cls.bulk_max_items),
             issue_batch_size=get_int("ISSUE_BATCH_SIZE", cls.issue_batch_size),
             task_time_limit_s=get_int("TASK_TIME_LIMIT", cls.task_time_limit_s),
+            probe_delay_s=get_float("PROBE_DELAY", cls.probe_delay_s, 0.05, 3600),
             smtp_host=get("SMTP_HOST"),
             smtp_port=get_int("SMTP_PORT", 25),
             smtp_from=get("SMTP_FROM"),

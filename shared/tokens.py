@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db.models import TOKEN_ROLES, ApiToken
+from shared.db.models import AGENT_ROLE, TOKEN_ROLES, ApiToken
 from shared.errors import ValidationFailed
 
 TOKEN_PREFIX = "cf_"
@@ -38,9 +38,13 @@ def create_token(
     site_id: int | None,
     created_by: str,
     now: dt.datetime,
+    host_id: int | None = None,
 ) -> NewToken:
-    if role not in TOKEN_ROLES:
+    """A new token. Agent tokens are made only by enrolment, always for one host."""
+    if role not in (*TOKEN_ROLES, AGENT_ROLE):
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}")
+    if (role == AGENT_ROLE) != (host_id is not None):
+        raise ValidationFailed("an agent token belongs to exactly one host, and only it does")
     if site_id is not None and role != "operator":
         raise ValidationFailed("only operator tokens can be scoped to a site")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -48,6 +52,7 @@ def create_token(
         name=name,
         role=role,
         site_id=site_id,
+        host_id=host_id,
         token_hash=hash_secret(secret),
         prefix=secret[:10],
         created_by=created_by,

@@ -35,6 +35,10 @@ AUTHORITY_KINDS = ("root", "intermediate")
 REQUEST_STATUSES = ("queued", "signing", "issued", "failed")
 CERTIFICATE_STATUSES = ("active", "superseded", "revoked", "expired")
 TOKEN_ROLES = ("admin", "operator", "auditor")
+AGENT_ROLE = "agent"  # host-scoped; reaches only /api/v1/agent/*
+DELIVERY_STATUSES = ("pending", "delivered", "installed", "verified", "failed")
+DELIVERY_KINDS = ("certificate", "trust")
+PROBE_STATES = ("unprobed", "match", "mismatch", "unreachable")
 HOST_ROLES = ("management", "recording", "failover", "mobile", "event", "client", "other")
 PLATFORMS = ("windows", "linux")
 DELIVERY_METHODS = ("none", "directory", "ssh", "webhook", "agent")
@@ -181,9 +185,61 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class Delivery(Base):
+    """One certificate (or trust bundle) on its way to one host by one method.
+
+    `probe_state` records what the host's TLS endpoints present after installation: `mismatch`
+    on an installed delivery is the state "renewed but not bound"."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_host_status", "host_id", "status"),
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_deliveries_certificate", "certificate_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    trust_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_until: Mapped[dt.datetime | None]
+    next_attempt_at: Mapped[dt.datetime | None]
+    probe_state: Mapped[str] = mapped_column(String(16), default="unprobed")
+    presented_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    probe_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[dt.datetime | None]
+    installed_at: Mapped[dt.datetime | None]
+    verified_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    host: Mapped[Host] = relationship()
+    certificate: Mapped[Certificate | None] = relationship()
+
+
+class AgentEnrollment(Base):
+    """A one-time enrolment secret for a host's agent (stored hashed)."""
+
+    __tablename__ = "agent_enrollments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import StatementError
 
-from shared.db.migrate import downgrade, upgrade
+from shared.db.migrate import alembic_config, downgrade, upgrade
 from shared.db.models import Base, Event
 from shared.db.session import Database, make_engine
 from shared.db.types import utcnow
@@ -21,6 +22,8 @@ TABLES = {
     "certificates",
     "events",
     "api_tokens",
+    "deliveries",
+    "agent_enrollments",
 }
 
 
@@ -28,7 +31,9 @@ def test_migrations_create_every_table(database: Database) -> None:
     inspector = inspect(database.engine)
     assert set(inspector.get_table_names()) >= TABLES
     with database.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    head = ScriptDirectory.from_config(alembic_config(database.url)).get_current_head()
+    assert current == head
 
 
 def test_migrated_schema_matches_the_models(database: Database) -> None:

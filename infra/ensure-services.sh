@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the binaries the demo and the tests use are installed: redis-server and openssl
-# (installed with apt when missing and we are root), and say how to start PostgreSQL.
+# Make sure the binaries the demo and the tests use are installed: redis-server and openssl,
+# plus psql and sshd for the tests (installed with apt when missing and we are root), and say
+# how to start PostgreSQL.
 # Usage: infra/ensure-services.sh [--postgres]
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${1:-}" = "--postgres" ]; then
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)  # the ssh delivery target's tests
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

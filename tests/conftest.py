@@ -11,7 +11,6 @@ import datetime as dt
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,8 @@ from shared.db.migrate import upgrade
 from shared.db.session import Database
 from shared.pki.ca import IssuedCa, create_intermediate_ca, create_root_ca
 from tests import factories
+from tests.ports import free_port
+from tests.sshd import SshServer, running_sshd
 
 REDIS_SERVER = "/usr/bin/redis-server"
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -37,12 +38,6 @@ PG_START_HINT = (
 
 TEST_CA_PASSPHRASE = "test-ca-passphrase-0123"
 TEST_DATA_KEY = "test-data-key-456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def libpq_url(sqlalchemy_url: str) -> str:
@@ -99,6 +94,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- SSH -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A real OpenSSH server on loopback, one per test process."""
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 # --- Databases ----------------------------------------------------------------------------

@@ -11,10 +11,12 @@ from flask import Flask, Response, g, request
 from flask_smorest import Api
 
 from services.api import errors
+from services.api.agent.routes import blp as agent_blp
 from services.api.authorities.routes import blp as authorities_blp
 from services.api.certificates.routes import blp as certificates_blp
 from services.api.common import BoundedIntConverter
 from services.api.context import ApiRuntime, close_session
+from services.api.deliveries.routes import blp as deliveries_blp
 from services.api.health.routes import blp as health_blp
 from services.api.hosts.routes import blp as hosts_blp
 from services.api.inventory.routes import blp as inventory_blp
@@ -84,6 +86,8 @@ def create_app(
         issuance_blp,
         certificates_blp,
         tokens_blp,
+        deliveries_blp,
+        agent_blp,
     ):
         api.register_blueprint(blp)
     app.before_request(_bind_request)

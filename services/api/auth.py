@@ -21,7 +21,8 @@ from shared.tokens import find_token
 F = TypeVar("F", bound=Callable[..., Any])
 
 TOUCH_INTERVAL = dt.timedelta(minutes=1)
-ROLE_RANK = {"auditor": 0, "operator": 1, "admin": 2}
+# Agent tokens rank below every role: they pass only `requires_agent`.
+ROLE_RANK = {"agent": -1, "auditor": 0, "operator": 1, "admin": 2}
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,15 @@ class Principal:
     name: str
     role: str
     site_id: int | None
+    host_id: int | None = None
 
     @property
     def actor(self) -> str:
         return f"token:{self.token_id}:{self.name}"
 
     def can_read_site(self, site_id: int | None) -> bool:
+        if self.role == "agent":
+            return False
         return self.role != "operator" or self.site_id is None or self.site_id == site_id
 
     def can_write_site(self, site_id: int | None) -> bool:
@@ -67,7 +71,7 @@ def authenticate() -> Principal:
     if token.last_used_at is None or now - token.last_used_at > TOUCH_INTERVAL:
         token.last_used_at = now
         rt.session().commit()
-    return Principal(token.id, token.name, token.role, token.site_id)
+    return Principal(token.id, token.name, token.role, token.site_id, token.host_id)
 
 
 def principal() -> Principal:
@@ -92,3 +96,17 @@ def requires(role: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def requires_agent(view: F) -> F:
+    """Only a host's agent token; everything else (even admin) is refused here, so that an
+    agent endpoint always acts for exactly one host."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        who = principal()
+        if who.role != "agent" or who.host_id is None:
+            raise Forbidden("this endpoint is for host agents")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -15,10 +16,11 @@ from sqlalchemy.orm import Session
 from werkzeug.routing import IntegerConverter, Map
 
 from services.api.context import runtime
-from shared.contracts import chunked, issue_batch
+from shared.contracts import MAX_IDS_PER_MESSAGE, chunked, distribute_trust, issue_batch
 from shared.errors import NotFound, Unavailable, ValidationFailed
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Row IDs are 64-bit signed in both databases; a larger number is no ID (404/422, not 500).
 MAX_ID = 2**63 - 1
@@ -103,3 +105,16 @@ def publish_issuance(request_ids: Sequence[int]) -> None:
         raise Unavailable(
             "the request was saved but could not be queued; retry with the same Idempotency-Key"
         ) from exc
+
+
+def publish_trust(host_ids: Sequence[int]) -> bool:
+    """Ask the distributor to bring the current trust bundle to these hosts. The bundle is
+    derived from the database, so a lost message loses nothing that a later push or the
+    sweep cannot redo; a Redis outage is logged and reported, not raised."""
+    try:
+        for chunk in chunked(list(host_ids), MAX_IDS_PER_MESSAGE):
+            runtime().publisher.publish(distribute_trust(chunk))
+    except (redis.exceptions.RedisError, KombuOperationalError, OSError):
+        log.warning("trust distribution could not be queued")
+        return False
+    return True

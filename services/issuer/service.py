@@ -87,6 +87,7 @@ class BatchResult:
     issued: list[int]
     failed: list[int]
     skipped: list[int]
+    certificate_ids: list[int] = field(default_factory=list)
 
 
 def claim(session: Session, request_ids: Sequence[int], now: dt.datetime) -> list[int]:
@@ -148,7 +149,9 @@ def sign_request(
     return Signed(request.id, certificate, sealed)
 
 
-def store(session: Session, outcomes: Sequence[Signed | Failed], now: dt.datetime) -> None:
+def store(session: Session, outcomes: Sequence[Signed | Failed], now: dt.datetime) -> list[int]:
+    """Write the batch's results; return the IDs of the new certificates."""
+    created: list[int] = []
     requests = {
         r.id: r
         for r in session.scalars(
@@ -173,7 +176,9 @@ def store(session: Session, outcomes: Sequence[Signed | Failed], now: dt.datetim
             )
             continue
         certificate = _store_certificate(session, request, outcome, now)
+        created.append(certificate.id)
         request.status, request.certificate_id, request.reason = "issued", certificate.id, None
+    return created
 
 
 def _store_certificate(
@@ -241,7 +246,7 @@ def issue_batch(
         with db.session() as session:
             outcomes = _sign_claimed(session, claimed, signers, secrets, clock.now())
         with db.session() as session:
-            store(session, outcomes, clock.now())
+            certificate_ids = store(session, outcomes, clock.now())
     except Exception:
         with db.session() as session:
             release(session, claimed, clock.now())
@@ -251,7 +256,7 @@ def issue_batch(
     log.info(
         "batch done", extra=fields(issued=len(issued), failed=len(failed), skipped=len(skipped))
     )
-    return BatchResult(issued, failed, skipped)
+    return BatchResult(issued, failed, skipped, certificate_ids)
 
 
 def _sign_claimed(
@@ -348,3 +353,10 @@ def _generate_claimed_authority(
             reason=authority.reason,
         )
         return authority.status
+
+
+def client_host_ids(db: Database) -> list[int]:
+    """Every client host: they need the trust bundle again when an authority is added."""
+    with db.session() as session:
+        rows = session.execute(select(Host.id, Host.roles))
+        return [row.id for row in rows if "client" in row.roles]

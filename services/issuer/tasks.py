@@ -18,10 +18,17 @@ from celery.signals import task_postrun, task_prerun, worker_process_init
 
 from services.issuer import service
 from shared.clock import SystemClock
-from shared.contracts import TASK_CREATE_AUTHORITY, TASK_ISSUE_BATCH
+from shared.contracts import (
+    MAX_IDS_PER_MESSAGE,
+    TASK_CREATE_AUTHORITY,
+    TASK_ISSUE_BATCH,
+    chunked,
+    distribute_certificates,
+    distribute_trust,
+)
 from shared.db.session import Database
 from shared.logging import bind, configure_logging, unbind
-from shared.queue import make_celery
+from shared.queue import CeleryPublisher, make_celery
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ class Runtime:
     signers: service.SignerCache
     secrets: service.Secrets
     clock: SystemClock
+    publisher: CeleryPublisher
 
 
 @functools.cache
@@ -51,6 +59,7 @@ def runtime() -> Runtime:
         signers=service.SignerCache(),
         secrets=service.Secrets(settings.ca_key_passphrase, settings.data_key),
         clock=SystemClock(),
+        publisher=CeleryPublisher(app),
     )
 
 
@@ -105,6 +114,9 @@ def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
         lambda reason: service.give_up(rt.db, request_ids, reason, rt.clock),
         "issuing",
     )
+    # After the commit: the distributor plans deliveries for what was just issued.
+    for chunk in chunked(result.certificate_ids, MAX_IDS_PER_MESSAGE):
+        rt.publisher.publish(distribute_certificates(chunk))
     return {
         "issued": len(result.issued),
         "failed": len(result.failed),
@@ -115,9 +127,14 @@ def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
 @app.task(name=TASK_CREATE_AUTHORITY, bind=True, max_retries=MAX_RETRIES, acks_late=True)
 def create_authority(self: Task, authority_id: int) -> str:
     rt = runtime()
-    return run_or_give_up(
+    status = run_or_give_up(
         self,
         lambda: service.create_authority(rt.db, authority_id, secrets=rt.secrets, clock=rt.clock),
         lambda reason: service.fail_authority(rt.db, authority_id, reason, rt.clock),
         "creating the CA",
     )
+    if status == "active":
+        # The trust bundle changed: every client must get the new one.
+        for chunk in chunked(service.client_host_ids(rt.db), MAX_IDS_PER_MESSAGE):
+            rt.publisher.publish(distribute_trust(chunk))
+    return status

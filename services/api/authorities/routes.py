@@ -11,11 +11,12 @@ from sqlalchemy import select
 
 from services.api.auth import principal, requires
 from services.api.authorities import service
-from services.api.authorities.schemas import AuthorityInSchema, AuthorityOutSchema
+from services.api.authorities.schemas import AuthorityInSchema, AuthorityOutSchema, TrustPushSchema
+from services.api.common import publish_trust
 from services.api.context import runtime
 from shared.authorities import certificate_of, trust_anchors
 from shared.contracts import create_authority
-from shared.db.models import Authority
+from shared.db.models import Authority, Host
 from shared.pki.export import to_pem
 
 blp = Blueprint(
@@ -66,3 +67,17 @@ def authority_certificate(authority_id: int) -> Response:
 def trust_bundle() -> Response:
     anchors = trust_anchors(runtime().session())
     return Response(b"".join(to_pem(c) for c in anchors), mimetype=PEM)
+
+
+@blp.route("/trust-bundle/distribute", methods=["POST"])
+@requires("operator")
+@blp.response(202, TrustPushSchema)
+def distribute_trust_bundle() -> dict[str, Any]:
+    """Push the current trust bundle to every client host (of the token's site, if scoped)."""
+    query = select(Host.id, Host.roles)
+    who = principal()
+    if who.site_id is not None:
+        query = query.where(Host.site_id == who.site_id)
+    ids = [row.id for row in runtime().session().execute(query) if "client" in row.roles]
+    queued = publish_trust(ids) if ids else True
+    return {"hosts": len(ids), "queued": queued}

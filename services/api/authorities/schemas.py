@@ -40,3 +40,8 @@ class AuthorityOutSchema(ma.Schema):
     not_after = ma.fields.DateTime(allow_none=True)
     reason = ma.fields.String(allow_none=True)
     created_at = ma.fields.DateTime()
+
+
+class TrustPushSchema(ma.Schema):
+    hosts = ma.fields.Integer(metadata={"description": "client hosts the bundle goes to"})
+    queued = ma.fields.Boolean()

@@ -11,6 +11,7 @@ from flask import request
 from flask_smorest import Blueprint
 
 from services.api.auth import principal, requires
+from services.api.common import publish_trust
 from services.api.context import runtime
 from services.api.inventory import service
 from services.api.inventory.schemas import ApplyResultSchema, InventorySchema
@@ -56,4 +57,8 @@ def put_inventory() -> dict[str, Any]:
     session = rt.session()
     result = service.apply_inventory(session, doc, who=principal(), now=rt.clock.now())
     session.commit()
+    changed = result["hosts"]["created"] + result["hosts"]["updated"]
+    clients = service.client_host_ids(session, changed)
+    if clients:
+        publish_trust(clients)
     return result

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.api.auth import Principal
 from services.api.hosts.service import upsert_host
 from services.api.sites.service import find_site, upsert_site
+from shared.db.models import Host
 from shared.errors import CertfleetError, Forbidden, ValidationFailed
 
 
@@ -47,3 +49,11 @@ def apply_inventory(
     for outcome in ("created", "updated", "unchanged"):
         result[outcome] = len(result["sites"][outcome]) + len(result["hosts"][outcome])
     return result
+
+
+def client_host_ids(session: Session, names: list[str]) -> list[int]:
+    """Of these hosts, the clients: they need the trust bundle when they appear or change."""
+    if not names:
+        return []
+    rows = session.execute(select(Host.id, Host.roles).where(Host.name.in_(names)))
+    return [row.id for row in rows if "client" in row.roles]

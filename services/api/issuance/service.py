@@ -91,14 +91,31 @@ def accept(
             if existing.request_hash != fingerprint:
                 raise Conflict("this Idempotency-Key was used for a different request")
             return Accepted(existing, created=False)
+    return Accepted(
+        store_request(session, host, csr, validity, idempotency_key, fingerprint, who.actor, now),
+        created=True,
+    )
+
+
+def store_request(
+    session: Session,
+    host: Host,
+    csr: str | None,
+    validity_days: int,
+    idempotency_key: str | None,
+    fingerprint: str,
+    actor: str,
+    now: dt.datetime,
+) -> IssuanceRequest:
+    """Save an already validated request as `queued` (the caller commits, then publishes)."""
     row = IssuanceRequest(
         host=host,
         csr_pem=csr,
-        validity_days=validity,
+        validity_days=validity_days,
         status="queued",
         idempotency_key=idempotency_key,
         request_hash=fingerprint,
-        requested_by=who.actor,
+        requested_by=actor,
         created_at=now,
         updated_at=now,
     )
@@ -107,14 +124,14 @@ def accept(
     events.record(
         session,
         "issuance.requested",
-        who.actor,
+        actor,
         at=now,
         site_id=host.site_id,
         host_id=host.id,
         subject=("issuance_request", row.id),
         key_source="csr" if csr else "server",
     )
-    return Accepted(row, created=True)
+    return row
 
 
 def accept_bulk(

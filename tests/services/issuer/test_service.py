@@ -114,8 +114,10 @@ def test_issue_with_csr(
 
     result = _issue(database, [request_id], secrets, clock)
 
-    assert result == service.BatchResult(issued=[request_id], failed=[], skipped=[])
     request = _request(database, request_id)
+    assert result == service.BatchResult(
+        issued=[request_id], failed=[], skipped=[], certificate_ids=[request.certificate_id]
+    )
     assert request.status == "issued"
     assert request.reason is None
     assert request.attempts == 1

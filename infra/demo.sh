@@ -60,8 +60,8 @@ trap cleanup EXIT
 echo "== certfleet init"
 $CLI init --ca-name "Nordbank VMS Root CA" | sed 's/^cf_.*/(admin token hidden; see var\/demo\/admin.token)/'
 
-echo "== starting the API and the issuer (logs in $DEMO/logs)"
-$CLI stack run --issuer-concurrency 2 > "$DEMO/stack.out" 2>&1 &
+echo "== starting the API, the issuer and the distributor (logs in $DEMO/logs)"
+$CLI stack run --concurrency 2 > "$DEMO/stack.out" 2>&1 &
 stack_pid=$!
 for _ in $(seq 300); do
   http_get "$CERTFLEET_API_URL/readyz" >/dev/null 2>&1 && break

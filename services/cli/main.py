@@ -24,6 +24,7 @@ from shared.clock import SystemClock
 from shared.errors import CertfleetError
 from shared.pki.profiles import ALLOWED_RSA_BITS, DEFAULT_CA
 from shared.settings import DEFAULT_API_BIND, Settings
+from shared.windows import linux_trust_one_liner, trust_one_liner
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Tables stay readable when piped or logged (no terminal width to detect).
@@ -344,20 +345,103 @@ def export(
     click.echo(f"wrote {out}")
 
 
+@cli.command()
+@click.option("--host")
+@click.option("--site")
+@click.option(
+    "--status", type=click.Choice(["pending", "delivered", "installed", "verified", "failed"])
+)
+@click.option("--certificate", type=int, help="certificate ID")
+@click.pass_context
+@friendly_errors
+def deliveries(
+    ctx: click.Context,
+    host: str | None,
+    site: str | None,
+    status: str | None,
+    certificate: int | None,
+) -> None:
+    """Where certificates and trust bundles are on their way to hosts."""
+    rows = list(
+        client_of(ctx).paged(
+            "/api/v1/deliveries",
+            host=host,
+            site=site,
+            status=status,
+            certificate=certificate,
+            limit=1000,
+        )
+    )
+    for row in rows:
+        row["what"] = f"cert {row['certificate_id']}" if row["kind"] == "certificate" else "trust"
+        row["error"] = (row["last_error"] or "")[:80]
+    columns = ("id", "host", "what", "method", "state", "attempts", "updated_at", "error")
+    emit(ctx, rows, columns, "deliveries")
+
+
+@cli.group()
+def agent() -> None:
+    """Host agents."""
+
+
+@agent.command("enroll-token")
+@click.argument("host")
+@click.option("--valid-hours", type=click.IntRange(1, 720), default=24, show_default=True)
+@click.pass_context
+@friendly_errors
+def agent_enroll_token(ctx: click.Context, host: str, valid_hours: int) -> None:
+    """A one-time enrolment token for HOST's agent (shown once)."""
+    result = client_of(ctx).post_json(
+        "/api/v1/agent/enrollment-tokens", {"host": host, "valid_hours": valid_hours}
+    )
+    click.echo(f"enrolment token for {result['host']} (one use, expires {result['expires_at']}):")
+    click.echo(result["enrollment_token"])
+
+
+@cli.group()
+def trust() -> None:
+    """The CA certificates every client must trust."""
+
+
+@trust.command("push")
+@click.pass_context
+@friendly_errors
+def trust_push(ctx: click.Context) -> None:
+    """Deliver the current trust bundle to every client host."""
+    result = client_of(ctx).post_json("/api/v1/trust-bundle/distribute", {})
+    state = "queued" if result["queued"] else "NOT queued (queue unreachable)"
+    click.echo(f"trust bundle for {result['hosts']} client host(s): {state}")
+
+
+@trust.command("install-command")
+@click.option("--platform", type=click.Choice(["windows", "linux"]), default="windows")
+@click.pass_context
+def trust_install_command(ctx: click.Context, platform: str) -> None:
+    """A one-liner that installs the trust bundle on a machine without an agent."""
+    url = ctx.obj["api_url"].rstrip("/") + "/api/v1/trust-bundle"
+    click.echo(trust_one_liner(url) if platform == "windows" else linux_trust_one_liner(url))
+
+
 @cli.group()
 def stack() -> None:
     """Run the services locally."""
 
 
 @stack.command("run")
-@click.option("--issuer-concurrency", type=click.IntRange(1, 64), default=os.cpu_count() or 2)
+@click.option(
+    "--concurrency",
+    "worker_concurrency",
+    type=click.IntRange(1, 64),
+    default=os.cpu_count() or 2,
+    help="processes per worker (issuer, distributor)",
+)
 @friendly_errors
-def stack_run(issuer_concurrency: int) -> None:
+def stack_run(worker_concurrency: int) -> None:
     """Run the API and the issuer as separate processes until interrupted."""
     from services.cli.stack import Stack
 
     settings = Settings.from_env()
-    local = Stack({}, settings.api_bind, settings.var_dir / "logs", issuer_concurrency)
+    local = Stack({}, settings.api_bind, settings.var_dir / "logs", worker_concurrency)
 
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # leave the `with` block so the children are stopped
@@ -365,7 +449,7 @@ def stack_run(issuer_concurrency: int) -> None:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
     with local:
-        click.echo(f"api at {local.url}, issuer running; logs in {local.log_dir}; Ctrl-C stops")
+        click.echo(f"api at {local.url}; issuer and distributor running; logs in {local.log_dir}")
         try:
             while all(p.poll() is None for p in local.processes.values()):
                 time.sleep(1)

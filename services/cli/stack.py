@@ -35,7 +35,7 @@ class Stack:
     env: Mapping[str, str]
     bind: str
     log_dir: Path
-    issuer_concurrency: int = 2
+    worker_concurrency: int = 2
     api_workers: int = 2
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -44,41 +44,23 @@ class Stack:
         return f"http://{self.bind}"
 
     def commands(self) -> dict[str, list[str]]:
-        python = sys.executable
+        api = [
+            *("gunicorn", "--bind", self.bind, "--workers", str(self.api_workers)),
+            *("--timeout", "120", "--graceful-timeout", "10", "services.api.app:create_app()"),
+        ]
         return {
-            "api": [
-                python,
-                "-m",
-                "gunicorn",
-                "--bind",
-                self.bind,
-                "--workers",
-                str(self.api_workers),
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "10",
-                "services.api.app:create_app()",
-            ],
-            "issuer": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "services.issuer.tasks",
-                "worker",
-                "--queues",
-                "issue",
-                "--concurrency",
-                str(self.issuer_concurrency),
-                "--hostname",
-                f"issuer-{os.getpid()}@%h",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            "api": [sys.executable, "-m", *api],
+            "issuer": self.celery_worker("services.issuer.tasks", "issue"),
+            "distributor": self.celery_worker("services.distributor.tasks", "distribute"),
         }
+
+    def celery_worker(self, module: str, queue: str) -> list[str]:
+        return [
+            *(sys.executable, "-m", "celery", "-A", module, "worker", "--queues", queue),
+            *("--concurrency", str(self.worker_concurrency)),
+            *("--hostname", f"{queue}-{os.getpid()}@%h", "--loglevel", "INFO"),
+            *("--without-gossip", "--without-mingle"),
+        ]
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

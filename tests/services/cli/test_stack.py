@@ -51,7 +51,7 @@ def test_stack_run_stops_its_services(
         "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
     }
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "stack", "run", "--issuer-concurrency", "1"],
+        [sys.executable, "-m", "services.cli.main", "stack", "run", "--concurrency", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -67,7 +67,7 @@ def test_stack_run_stops_its_services(
         else:
             pytest.fail("the stack did not become ready")
         services = children_of(supervisor.pid)
-        assert len(services) == 2  # gunicorn master and celery main process
+        assert len(services) == 3  # gunicorn master, issuer and distributor
         supervisor.send_signal(getattr(signal, how))
         supervisor.wait(timeout=30)
         deadline = time.monotonic() + 30

@@ -69,14 +69,34 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 
-echo "== certfleet apply -f examples/inventory.yaml"
-$CLI apply -f examples/inventory.yaml
+echo "== certfleet apply (examples/inventory.yaml; Aarhus and the client deliver to var/demo/deliveries)"
+# The example inventory, with a directory target for the Aarhus branch and the client, so the
+# demo shows distribution too (a target's path must be absolute).
+$PY - "$PWD/$DEMO" <<'PYEOF'
+import sys, yaml
+demo = sys.argv[1]
+doc = yaml.safe_load(open("examples/inventory.yaml"))
+for host in doc["hosts"]:
+    if host["site"] == "branch-aarhus" or "client" in host["roles"]:
+        host["delivery"] = {"method": "directory", "settings": {"path": f"{demo}/deliveries"}}
+yaml.safe_dump(doc, open(f"{demo}/inventory.yaml", "w"), sort_keys=False)
+PYEOF
+$CLI apply -f "$DEMO/inventory.yaml"
 
 echo "== certfleet issue --all --wait"
 $CLI issue --all --wait --idempotency-key "demo-$(date +%s)"
 
 echo "== certificates"
 $CLI certs list --status active
+
+echo "== deliveries (directory targets; these hosts have no TLS endpoint here to probe)"
+for _ in $(seq 100); do
+  pending=$($CLI -o json deliveries --status pending | $PY -c 'import json,sys; print(len(json.load(sys.stdin)))')
+  [ "$pending" = 0 ] && break
+  sleep 0.2
+done
+$CLI deliveries
+ls -l "$DEMO/deliveries/aar-rec01"
 
 echo "== trust bundle: $CERTFLEET_API_URL/api/v1/trust-bundle"
 http_get "$CERTFLEET_API_URL/api/v1/trust-bundle" > "$DEMO/trust-bundle.pem"

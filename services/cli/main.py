@@ -375,7 +375,8 @@ def deliveries(
     for row in rows:
         row["what"] = f"cert {row['certificate_id']}" if row["kind"] == "certificate" else "trust"
         row["error"] = (row["last_error"] or "")[:80]
-    columns = ("id", "host", "what", "method", "state", "attempts", "updated_at", "error")
+        row["updated"] = row["updated_at"][:19].replace("T", " ")
+    columns = ("id", "host", "what", "method", "state", "attempts", "updated", "error")
     emit(ctx, rows, columns, "deliveries")
 
 

@@ -31,8 +31,8 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"redis", "postgres", "init", "api", "issuer"} <= set(services)
-    for name in ("api", "issuer", "init"):
+    assert {"redis", "postgres", "init", "api", "issuer", "distributor"} <= set(services)
+    for name in ("api", "issuer", "distributor", "init"):
         depends = services[name]["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
@@ -49,6 +49,10 @@ def test_commands_point_at_real_code(compose: dict[str, Any]) -> None:
     assert "certfleet.issuer.issue_batch" in tasks.app.tasks
     assert issuer[issuer.index("--queues") + 1] == "issue"
     assert services["init"]["command"] == ["certfleet", "init"]
+    distributor = services["distributor"]["command"]
+    tasks = importlib.import_module(distributor[distributor.index("-A") + 1])
+    assert "certfleet.distributor.deliver" in tasks.app.tasks
+    assert distributor[distributor.index("--queues") + 1] == "distribute"
     dockerfile = (ROOT / services["api"]["build"]["dockerfile"]).read_text()
     for copied in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
         assert (ROOT / copied).exists(), copied

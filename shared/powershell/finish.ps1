@@ -1,0 +1,6 @@
+
+if ($PasswordPath) {
+    Remove-Item -LiteralPath (Resolve-PlanPath -Path $PasswordPath) -Force -ErrorAction Ignore
+}
+Write-Result
+exit $Outcome.ExitCode

@@ -39,8 +39,8 @@ test: venv ## Run the whole test suite (real redis-server, PostgreSQL and OpenSS
 
 .PHONY: lint
 lint: venv ## ruff lint and format check
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 
 .PHONY: fmt
 fmt: venv ## Format the code

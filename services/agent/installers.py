@@ -22,10 +22,10 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from shared.windows import InstallPlan, render_install_script, render_trust_script
 
 from shared.bundles import KEY_MODE, PUBLIC_MODE
 from shared.pki.export import to_pfx
+from shared.windows import InstallPlan, render_install_script, render_trust_script
 
 RESULT_PREFIX = "certfleet-result:"
 

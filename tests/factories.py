@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from shared.authorities import generate_material
 from shared.clock import Clock
 from shared.db.models import Authority, Host, IssuanceRequest, Site
+from shared.db.session import Database
 from shared.issuance import request_fingerprint
 from shared.pki.keys import generate_rsa_key
 
@@ -235,6 +236,27 @@ def make_request(
     session.add(request)
     session.flush()
     return request
+
+
+def issue_certificate(
+    database: Database, clock: Clock, host_id: int, passphrase: str, data_key: str
+) -> int:
+    """Queue a server-side-key request for the host and run the issuer on it, in process;
+    returns the new certificate's ID."""
+    from services.issuer import service
+
+    with database.session() as session:
+        host = session.get(Host, host_id)
+        assert host is not None
+        request_id = make_request(session, host).id
+    result = service.issue_batch(
+        database,
+        [request_id],
+        signers=service.SignerCache(),
+        secrets=service.Secrets(passphrase, data_key),
+        clock=clock,
+    )
+    return result.certificate_ids[0]
 
 
 # --- Files and the openssl CLI --------------------------------------------------------------

@@ -9,8 +9,9 @@ import datetime as dt
 import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 import sqlalchemy.exc
@@ -27,10 +28,11 @@ from shared import contracts
 from shared.clock import SystemClock
 from shared.db.session import Database
 from shared.logging import configure_logging
-from shared.queue import CeleryPublisher, make_celery
+from shared.queue import make_celery
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RETRYABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -47,7 +49,6 @@ class Runtime:
     db: Database
     ctx: service.Context
     prober: TlsProber
-    publisher: CeleryPublisher
 
 
 def build_targets(environ: dict[str, str]) -> dict[str, Target]:
@@ -68,7 +69,6 @@ def runtime() -> Runtime:
         db=Database(settings.database_url),
         ctx=service.Context(build_targets(environ), clock, settings.data_key, environ),
         prober=TlsProber(),
-        publisher=CeleryPublisher(app),
     )
 
 
@@ -78,73 +78,55 @@ def _init_process(**_: Any) -> None:
     runtime.cache_clear()
 
 
-def _transient_retry(task: Task, exc: Exception) -> Exception:
-    return task.retry(exc=exc, countdown=min(2**task.request.retries, 60))  # type: ignore[no-any-return]
+def _run(task: Task, work: Callable[[], T]) -> T:
+    """Run one service call; a transient database or Redis error retries the task."""
+    try:
+        return work()
+    except RETRYABLE as exc:
+        raise task.retry(exc=exc, countdown=min(2**task.request.retries, 60)) from exc
+
+
+def _send(message: contracts.Message, after: dt.timedelta | None = None) -> None:
+    countdown = after.total_seconds() if after is not None else None
+    app.send_task(message.task, kwargs=message.kwargs, queue=message.queue, countdown=countdown)
 
 
 @app.task(name=contracts.TASK_DISTRIBUTE_CERTIFICATES, bind=True, max_retries=MAX_TASK_RETRIES)
 def distribute_certificates(self: Task, certificate_ids: list[int]) -> int:
     rt = runtime()
-    try:
-        planned = service.distribute_certificates(rt.db, certificate_ids, rt.ctx.clock)
-    except RETRYABLE as exc:
-        raise _transient_retry(self, exc) from exc
+    planned = _run(
+        self, lambda: service.distribute_certificates(rt.db, certificate_ids, rt.ctx.clock)
+    )
     for delivery_id in planned:
-        rt.publisher.publish(contracts.deliver(delivery_id))
+        _send(contracts.deliver(delivery_id))
     return len(planned)
 
 
 @app.task(name=contracts.TASK_DISTRIBUTE_TRUST, bind=True, max_retries=MAX_TASK_RETRIES)
 def distribute_trust(self: Task, host_ids: list[int]) -> int:
     rt = runtime()
-    try:
-        planned = service.distribute_trust(rt.db, host_ids, rt.ctx.clock)
-    except RETRYABLE as exc:
-        raise _transient_retry(self, exc) from exc
+    planned = _run(self, lambda: service.distribute_trust(rt.db, host_ids, rt.ctx.clock))
     for delivery_id in planned:
-        rt.publisher.publish(contracts.deliver(delivery_id))
+        _send(contracts.deliver(delivery_id))
     return len(planned)
 
 
 @app.task(name=contracts.TASK_DELIVER, bind=True, max_retries=MAX_TASK_RETRIES)
 def deliver(self: Task, delivery_id: int) -> str:
     rt = runtime()
-    try:
-        outcome = service.attempt(rt.db, delivery_id, rt.ctx)
-    except RETRYABLE as exc:
-        raise _transient_retry(self, exc) from exc
+    outcome = _run(self, lambda: service.attempt(rt.db, delivery_id, rt.ctx))
     if outcome.retry_in is not None:
-        message = contracts.deliver(delivery_id)
-        app.send_task(
-            message.task,
-            kwargs=message.kwargs,
-            queue=message.queue,
-            countdown=outcome.retry_in.total_seconds(),
-        )
+        _send(contracts.deliver(delivery_id), after=outcome.retry_in)
     if outcome.probe:
-        rt.publisher.publish(contracts.verify(delivery_id))
+        _send(contracts.verify(delivery_id))
     return outcome.status
 
 
 @app.task(name=contracts.TASK_VERIFY, bind=True, max_retries=MAX_TASK_RETRIES)
 def verify(self: Task, delivery_id: int) -> str:
     rt = runtime()
-    try:
-        outcome = service.verify(
-            rt.db,
-            delivery_id,
-            rt.prober,
-            rt.ctx.clock,
-            dt.timedelta(seconds=settings.probe_delay_s),
-        )
-    except RETRYABLE as exc:
-        raise _transient_retry(self, exc) from exc
+    delay = dt.timedelta(seconds=settings.probe_delay_s)
+    outcome = _run(self, lambda: service.verify(rt.db, delivery_id, rt.prober, rt.ctx.clock, delay))
     if outcome.retry_in is not None:
-        message = contracts.verify(delivery_id)
-        app.send_task(
-            message.task,
-            kwargs=message.kwargs,
-            queue=message.queue,
-            countdown=outcome.retry_in.total_seconds(),
-        )
+        _send(contracts.verify(delivery_id), after=outcome.retry_in)
     return outcome.status

@@ -13,7 +13,12 @@ from shared import deliveries
 from shared.clock import FixedClock
 from shared.db.models import Certificate, Delivery, Event, Host
 from shared.db.session import Database
-from tests.factories import make_host, make_request, make_root_authority, make_site
+from tests.factories import (
+    issue_certificate,
+    make_host,
+    make_root_authority,
+    make_site,
+)
 
 
 @dataclass(frozen=True)
@@ -21,25 +26,6 @@ class World:
     host_id: int
     certificate_id: int
     fingerprint: str
-
-
-def issue_one(
-    database: Database, clock: FixedClock, host_id: int, passphrase: str, data_key: str
-) -> int:
-    from services.issuer import service
-
-    with database.session() as session:
-        host = session.get(Host, host_id)
-        assert host is not None
-        request_id = make_request(session, host).id
-    result = service.issue_batch(
-        database,
-        [request_id],
-        signers=service.SignerCache(),
-        secrets=service.Secrets(passphrase, data_key),
-        clock=clock,
-    )
-    return result.certificate_ids[0]
 
 
 @pytest.fixture
@@ -50,7 +36,7 @@ def world(database: Database, clock: FixedClock, ca_passphrase: str, data_key: s
         host.delivery = {"method": "directory", "settings": {"path": "/srv/certs"}}
         host.tls_endpoints = ["127.0.0.1:7563"]
         host_id = host.id
-    certificate_id = issue_one(database, clock, host_id, ca_passphrase, data_key)
+    certificate_id = issue_certificate(database, clock, host_id, ca_passphrase, data_key)
     with database.sessions() as session:
         fingerprint = session.get(Certificate, certificate_id).fingerprint  # type: ignore[union-attr]
     return World(host_id, certificate_id, fingerprint)
@@ -160,7 +146,7 @@ def test_superseded_certificate_is_stale(
 ) -> None:
     with database.session() as session:
         [delivery_id] = deliveries.plan_certificates(session, [world.certificate_id], clock.now())
-    issue_one(database, clock, world.host_id, ca_passphrase, data_key)
+    issue_certificate(database, clock, world.host_id, ca_passphrase, data_key)
     with database.sessions() as session:
         row = session.get(Delivery, delivery_id)
         assert row is not None

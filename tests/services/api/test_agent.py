@@ -22,6 +22,20 @@ def enrollment_token(api: ApiHarness, host: str, **extra: Any) -> str:
     return str(response.get_json()["enrollment_token"])
 
 
+def enroll(api: ApiHarness, host: str, key: Any = None) -> str:
+    """Enrol an agent for `host` the way certfleet-agent does; returns its token."""
+    response = api.post(
+        "/api/v1/agent/enroll",
+        token="",
+        json={
+            "enrollment_token": enrollment_token(api, host),
+            "csr": agent_csr(key or factories.rsa_key()),
+        },
+    )
+    assert response.status_code == 201, response.get_json()
+    return str(response.get_json()["agent_token"])
+
+
 def agent_csr(key: Any) -> str:
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -110,15 +124,7 @@ def test_enroll_pull_and_acknowledge(api: ApiHarness) -> None:
 
 def test_agent_token_reaches_only_its_own_host(api: ApiHarness) -> None:
     api.apply_inventory()
-    enrolled = api.post(
-        "/api/v1/agent/enroll",
-        token="",
-        json={
-            "enrollment_token": enrollment_token(api, "aar-rec01"),
-            "csr": agent_csr(factories.rsa_key()),
-        },
-    )
-    agent = enrolled.get_json()["agent_token"]
+    agent = enroll(api, "aar-rec01")
     for path in (
         "/api/v1/sites",
         "/api/v1/hosts",
@@ -140,16 +146,9 @@ def test_agent_token_reaches_only_its_own_host(api: ApiHarness) -> None:
     )
     # An admin token is no agent: the agent endpoints act for exactly one host.
     assert api.get("/api/v1/agent/bundle").status_code == 403
-    other = api.post(
-        "/api/v1/agent/enroll",
-        token="",
-        json={
-            "enrollment_token": enrollment_token(api, "aar-rec02"),
-            "csr": agent_csr(factories.rsa_key()),
-        },
-    )
+    other = enroll(api, "aar-rec02")
     plan_for_issued(api)
-    other_bundle = api.get("/api/v1/agent/bundle", token=other.get_json()["agent_token"]).get_json()
+    other_bundle = api.get("/api/v1/agent/bundle", token=other).get_json()
     stolen = api.post(
         "/api/v1/agent/ack",
         token=agent,
@@ -223,15 +222,7 @@ def test_superseded_certificate_is_never_handed_out(api: ApiHarness) -> None:
 
 def test_client_receives_the_trust_bundle_through_its_agent(api: ApiHarness) -> None:
     api.apply_inventory()
-    enrolled = api.post(
-        "/api/v1/agent/enroll",
-        token="",
-        json={
-            "enrollment_token": enrollment_token(api, "hq-ops-client01"),
-            "csr": agent_csr(factories.rsa_key()),
-        },
-    )
-    agent = enrolled.get_json()["agent_token"]
+    agent = enroll(api, "hq-ops-client01")
     with api.db.session() as session:
         client = session.scalar(select(Host).where(Host.name == "hq-ops-client01"))
         fingerprint = fingerprint_of(trust_bundle_pem(session))

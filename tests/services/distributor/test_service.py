@@ -15,11 +15,15 @@ from services.distributor import service
 from services.distributor.probe import TlsProber
 from services.distributor.targets.directory import DirectoryTarget
 from services.distributor.targets.ssh import SshTarget
-from services.issuer import service as issuer
 from shared.clock import FixedClock
 from shared.db.models import Delivery, Host
 from shared.db.session import Database
-from tests.factories import make_host, make_request, make_root_authority, make_site
+from tests.factories import (
+    issue_certificate,
+    make_host,
+    make_root_authority,
+    make_site,
+)
 from tests.ports import free_port
 from tests.sshd import ssh_keygen
 from tests.tls import tls_server
@@ -45,23 +49,6 @@ def world(database: Database, wall_clock: FixedClock, ca_passphrase: str, tmp_pa
         return World(host.id, client.id, tmp_path / "certs" / "rec01")
 
 
-def issue(
-    database: Database, clock: FixedClock, host_id: int, passphrase: str, data_key: str
-) -> int:
-    with database.session() as session:
-        host = session.get(Host, host_id)
-        assert host is not None
-        request_id = make_request(session, host).id
-    result = issuer.issue_batch(
-        database,
-        [request_id],
-        signers=issuer.SignerCache(),
-        secrets=issuer.Secrets(passphrase, data_key),
-        clock=clock,
-    )
-    return result.certificate_ids[0]
-
-
 def context(clock: FixedClock, data_key: str) -> service.Context:
     return service.Context(
         {"directory": DirectoryTarget(), "ssh": SshTarget(environ={})}, clock, data_key
@@ -78,7 +65,7 @@ def row(database: Database, delivery_id: int) -> Delivery:
 def test_directory_delivery_writes_a_matching_key_and_chain(
     database: Database, world: World, wall_clock: FixedClock, ca_passphrase: str, data_key: str
 ) -> None:
-    cert_id = issue(database, wall_clock, world.host_id, ca_passphrase, data_key)
+    cert_id = issue_certificate(database, wall_clock, world.host_id, ca_passphrase, data_key)
     [delivery_id] = service.distribute_certificates(database, [cert_id], wall_clock)
     assert service.distribute_certificates(database, [cert_id], wall_clock) == []
     outcome = service.attempt(database, delivery_id, context(wall_clock, data_key))
@@ -95,7 +82,7 @@ def test_directory_delivery_writes_a_matching_key_and_chain(
 def test_probe_verifies_only_the_issued_certificate(
     database: Database, world: World, wall_clock: FixedClock, ca_passphrase: str, data_key: str
 ) -> None:
-    cert_id = issue(database, wall_clock, world.host_id, ca_passphrase, data_key)
+    cert_id = issue_certificate(database, wall_clock, world.host_id, ca_passphrase, data_key)
     [delivery_id] = service.distribute_certificates(database, [cert_id], wall_clock)
     service.attempt(database, delivery_id, context(wall_clock, data_key))
     with tls_server(world.target_dir / "fullchain.pem", world.target_dir / "key.pem") as port:
@@ -104,7 +91,7 @@ def test_probe_verifies_only_the_issued_certificate(
             assert host is not None
             host.tls_endpoints = [f"127.0.0.1:{port}"]
         # A renewal arrives on disk, but the service still serves the old certificate.
-        newer = issue(database, wall_clock, world.host_id, ca_passphrase, data_key)
+        newer = issue_certificate(database, wall_clock, world.host_id, ca_passphrase, data_key)
         [newer_delivery] = service.distribute_certificates(database, [newer], wall_clock)
         (world.target_dir / "fullchain.pem").rename(world.target_dir / "served-fullchain.pem")
         service.attempt(database, newer_delivery, context(wall_clock, data_key))
@@ -152,7 +139,7 @@ def test_refused_connection_is_retried_with_backoff(
         host = session.get(Host, world.host_id)
         assert host is not None
         host.delivery = {"method": "ssh", "settings": settings}
-    cert_id = issue(database, wall_clock, world.host_id, ca_passphrase, data_key)
+    cert_id = issue_certificate(database, wall_clock, world.host_id, ca_passphrase, data_key)
     [delivery_id] = service.distribute_certificates(database, [cert_id], wall_clock)
     outcome = service.attempt(database, delivery_id, context(wall_clock, data_key))
     assert outcome.retry_in is not None

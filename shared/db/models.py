@@ -79,6 +79,8 @@ class Site(Base):
     maintenance_window: Mapped[dict[str, Any] | None]
     renew_at_fraction: Mapped[float] = mapped_column(Float, default=1 / 3)
     default_validity_days: Mapped[int] = mapped_column(Integer, default=397)
+    # No expiry notices for this site until then (e.g. a site being retired).
+    muted_until: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -155,6 +157,12 @@ class Certificate(Base):
     superseded_by_id: Mapped[int | None] = mapped_column(Integer)
     revoked_at: Mapped[dt.datetime | None]
     revocation_reason: Mapped[str | None] = mapped_column(String(64))
+    # Renewal: when it is due (set at issuance, with jitter), its attempts, and when to try
+    # again after a failure (hours, not a whole period).
+    renewal_due_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    renewal_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_renewal_at: Mapped[dt.datetime | None]
+    renewal_request_id: Mapped[int | None] = mapped_column(Integer)
 
     host: Mapped[Host] = relationship()
     authority: Mapped[Authority] = relationship()
@@ -243,3 +251,45 @@ class AgentEnrollment(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]
+
+
+NOTIFICATION_KINDS = ("email", "webhook")
+DEFAULT_THRESHOLDS = (30, 14, 7, 1, 0)
+
+
+class NotificationChannel(Base):
+    """Where notices go. `site_id` routes a channel to one site (None: every site);
+    thresholds are days before expiry (0 = expired)."""
+
+    __tablename__ = "notification_channels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    thresholds: Mapped[list[Any]] = mapped_column(default=lambda: list(DEFAULT_THRESHOLDS))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    muted_until: Mapped[dt.datetime | None]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Notice(Base):
+    """The ledger: one row per (subject, channel, notice) ever sent, so that each notice goes
+    out exactly once however often the scan runs. `notice` is e.g. "expires_in_7d",
+    "expired", "renewal_failed", "unbound", "ca_expires_before_leaves"."""
+
+    __tablename__ = "notices"
+    __table_args__ = (UniqueConstraint("subject_type", "subject_id", "channel_id", "notice"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("notification_channels.id"))
+    notice: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None]

@@ -117,3 +117,39 @@ def test_session_rolls_back_on_error(database: Database) -> None:
         raise RuntimeError("boom")
     with database.sessions() as session:
         assert session.scalars(select(Event).where(Event.kind == "rolled.back")).all() == []
+
+
+def test_migrations_step_down_and_up_with_data_in_place(
+    db_url: str, ca_passphrase: str, data_key: str
+) -> None:
+    """Rebuilding tables (SQLite batch mode) must keep rows that other rows reference."""
+    from shared.clock import FixedClock
+    from tests.factories import (
+        FIXED_NOW,
+        issue_certificate,
+        make_host,
+        make_root_authority,
+        make_site,
+    )
+
+    clock = FixedClock(FIXED_NOW)
+    db = Database(db_url)
+    try:
+        with db.session() as session:
+            host_id = make_host(
+                session, make_site(session, make_root_authority(session, ca_passphrase, clock))
+            ).id
+        issue_certificate(db, clock, host_id, ca_passphrase, data_key)
+    finally:
+        db.dispose()
+    downgrade(db_url, "0002")
+    upgrade(db_url)
+    db = Database(db_url)
+    try:
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM certificates")).scalar() == 1
+            assert conn.execute(text("SELECT renewal_attempts FROM certificates")).scalar() == 0
+            if conn.dialect.name == "sqlite":
+                assert conn.execute(text("PRAGMA foreign_key_check")).fetchall() == []
+    finally:
+        db.dispose()

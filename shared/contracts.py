@@ -21,6 +21,8 @@ TASK_DISTRIBUTE_CERTIFICATES = "certfleet.distributor.distribute_certificates"
 TASK_DISTRIBUTE_TRUST = "certfleet.distributor.distribute_trust"
 TASK_DELIVER = "certfleet.distributor.deliver"
 TASK_VERIFY = "certfleet.distributor.verify"
+TASK_SWEEP = "certfleet.expiry.sweep"
+TASK_RENEW = "certfleet.expiry.renew"
 
 MAX_IDS_PER_MESSAGE = 1000
 

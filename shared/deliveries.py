@@ -168,6 +168,8 @@ def mark_delivered(
     delivery.claimed_until = None
     delivery.next_attempt_at = None
     delivery.updated_at = now
+    if not needs_probe(delivery):
+        delivery.probe_state = "none"
     _record(session, f"delivery.{delivery.status}", delivery, actor, now, detail=detail)
 
 

@@ -4,13 +4,16 @@ CSR may be signed for it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.orm import Session
 
-from shared.db.models import Host, Site
-from shared.errors import PolicyViolation
+from shared import events
+from shared.db.models import Certificate, Host, IssuanceRequest, Site
+from shared.errors import Conflict, PolicyViolation
 from shared.pki.csr import load_csr
 from shared.pki.profiles import ServerProfile
 from shared.pki.signing import SubjectNames
@@ -48,3 +51,71 @@ def request_fingerprint(host_id: int, csr_pem: str | None, validity_days: int) -
         sort_keys=True,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def store_request(
+    session: Session,
+    host: Host,
+    csr: str | None,
+    validity_days: int,
+    idempotency_key: str | None,
+    fingerprint: str,
+    actor: str,
+    now: dt.datetime,
+) -> IssuanceRequest:
+    """Save an already validated request as `queued` (the caller commits, then publishes)."""
+    row = IssuanceRequest(
+        host=host,
+        csr_pem=csr,
+        validity_days=validity_days,
+        status="queued",
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        requested_by=actor,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    events.record(
+        session,
+        "issuance.requested",
+        actor,
+        at=now,
+        site_id=host.site_id,
+        host_id=host.id,
+        subject=("issuance_request", row.id),
+        key_source="csr" if csr else "server",
+    )
+    return row
+
+
+def renewal_request(
+    session: Session, certificate: Certificate, *, actor: str, now: dt.datetime
+) -> IssuanceRequest:
+    """A request that renews `certificate` for its host. A host-held key (issued from a CSR,
+    e.g. through an agent) is renewed from the same CSR, so the host's key keeps working;
+    a server-held key gets a new one."""
+    host = certificate.host
+    csr = None
+    if certificate.key_source == "csr" and certificate.request_id is not None:
+        original = session.get(IssuanceRequest, certificate.request_id)
+        csr = original.csr_pem if original is not None else None
+        if csr is None:
+            raise Conflict(f"certificate {certificate.id} has no CSR to renew from")
+    validity = host.site.default_validity_days
+    row = store_request(
+        session, host, csr, validity, None, request_fingerprint(host.id, csr, validity), actor, now
+    )
+    certificate.renewal_request_id = row.id
+    events.record(
+        session,
+        "renewal.started",
+        actor,
+        at=now,
+        site_id=host.site_id,
+        host_id=host.id,
+        subject=("certificate", certificate.id),
+        request_id=row.id,
+    )
+    return row

@@ -36,6 +36,7 @@ class Stack:
     bind: str
     log_dir: Path
     worker_concurrency: int = 2
+    ready_timeout: float = 60.0
     api_workers: int = 2
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -52,6 +53,11 @@ class Stack:
             "api": [sys.executable, "-m", *api],
             "issuer": self.celery_worker("services.issuer.tasks", "issue"),
             "distributor": self.celery_worker("services.distributor.tasks", "distribute"),
+            "expiry-watcher": self.celery_worker("services.expiry_watcher.tasks", "expiry"),
+            "beat": [
+                *(sys.executable, "-m", "celery", "-A", "services.expiry_watcher.tasks", "beat"),
+                *("--loglevel", "INFO"),
+            ],
         }
 
     def celery_worker(self, module: str, queue: str) -> list[str]:
@@ -107,7 +113,7 @@ class Stack:
     def __enter__(self) -> Stack:
         self.start()
         try:
-            self.wait_ready()
+            self.wait_ready(self.ready_timeout)
         except BaseException:
             self.stop()
             raise

@@ -33,6 +33,7 @@ from shared.pki.export import fingerprint_sha256, serial_hex, to_pem
 from shared.pki.keys import encrypt_private_key, generate_rsa_key
 from shared.pki.profiles import XPROTECT_SERVER, ServerProfile
 from shared.pki.signing import sign_server_certificate
+from shared.renewal import renewal_due_at
 
 log = logging.getLogger(__name__)
 ACTOR = "issuer"
@@ -156,7 +157,7 @@ def store(session: Session, outcomes: Sequence[Signed | Failed], now: dt.datetim
         r.id: r
         for r in session.scalars(
             select(IssuanceRequest)
-            .options(joinedload(IssuanceRequest.host))
+            .options(joinedload(IssuanceRequest.host).joinedload(Host.site))
             .where(IssuanceRequest.id.in_([o.request_id for o in outcomes]))
         )
     }
@@ -201,6 +202,12 @@ def _store_certificate(
         ip_addresses=list(request.host.ip_addresses),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
+        renewal_due_at=renewal_due_at(
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+            request.host.site.renew_at_fraction,
+            jitter_seed=serial_hex(cert),
+        ),
         status="active",
         certificate_pem=to_pem(cert).decode(),
         encrypted_key=signed.sealed_key,

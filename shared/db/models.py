@@ -38,7 +38,8 @@ TOKEN_ROLES = ("admin", "operator", "auditor")
 AGENT_ROLE = "agent"  # host-scoped; reaches only /api/v1/agent/*
 DELIVERY_STATUSES = ("pending", "delivered", "installed", "verified", "failed")
 DELIVERY_KINDS = ("certificate", "trust")
-PROBE_STATES = ("unprobed", "match", "mismatch", "unreachable")
+# "none": the host has no TLS endpoint to probe, so there is no verdict to wait for.
+PROBE_STATES = ("unprobed", "none", "match", "mismatch", "unreachable")
 HOST_ROLES = ("management", "recording", "failover", "mobile", "event", "client", "other")
 PLATFORMS = ("windows", "linux")
 DELIVERY_METHODS = ("none", "directory", "ssh", "webhook", "agent")

@@ -225,7 +225,7 @@ def fleet(
         "agent": start_service(work / "agent-install", work, "agent"),
     }
     (work / "inventory.json").write_text(json.dumps(inventory(work, sshd, services)))
-    stack = Stack(env, bind, work / "logs", worker_concurrency=2)
+    stack = Stack(env, bind, work / "logs", worker_concurrency=2, ready_timeout=180)
     try:
         with stack:
             fleet = Fleet(stack, env, token, work, services)

@@ -99,7 +99,7 @@ def running(
     upgrade(settings.database_url)
     result = admin.init(settings, SystemClock(), ca_name="E2E Root", key_bits=2048)
     assert result.admin_token is not None
-    stack = Stack(env, bind, work / "logs", worker_concurrency=2)
+    stack = Stack(env, bind, work / "logs", worker_concurrency=2, ready_timeout=180)
     try:
         with stack:
             yield Running(stack, env, work / "var", result.admin_token)

@@ -31,8 +31,18 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"redis", "postgres", "init", "api", "issuer", "distributor"} <= set(services)
-    for name in ("api", "issuer", "distributor", "init"):
+    expected = {
+        "redis",
+        "postgres",
+        "init",
+        "api",
+        "issuer",
+        "distributor",
+        "expiry-watcher",
+        "beat",
+    }
+    assert expected <= set(services)
+    for name in ("api", "issuer", "distributor", "expiry-watcher", "beat", "init"):
         depends = services[name]["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
@@ -53,6 +63,9 @@ def test_commands_point_at_real_code(compose: dict[str, Any]) -> None:
     tasks = importlib.import_module(distributor[distributor.index("-A") + 1])
     assert "certfleet.distributor.deliver" in tasks.app.tasks
     assert distributor[distributor.index("--queues") + 1] == "distribute"
+    watcher = importlib.import_module(services["beat"]["command"][2])
+    assert watcher.app.conf.beat_scheduler.endswith(":LockedScheduler")
+    assert "certfleet.expiry.sweep" in watcher.app.tasks
     dockerfile = (ROOT / services["api"]["build"]["dockerfile"]).read_text()
     for copied in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
         assert (ROOT / copied).exists(), copied

@@ -14,12 +14,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
-from services.api.issuance.service import store_request
 from shared import deliveries, events
 from shared.bundles import build_bundle
 from shared.db.models import AGENT_ROLE, AgentEnrollment, Delivery, Host, IssuanceRequest
 from shared.errors import Conflict, NotFound, Unauthorized
-from shared.issuance import check_csr_for_host, request_fingerprint
+from shared.issuance import check_csr_for_host, request_fingerprint, store_request
 from shared.pki.profiles import XPROTECT_SERVER
 from shared.tokens import create_token, hash_secret
 

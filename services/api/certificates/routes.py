@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -16,8 +16,9 @@ from services.api.certificates.schemas import (
     CertificatePageSchema,
     PfxInSchema,
 )
-from services.api.common import decode_cursor, page_of
+from services.api.common import decode_cursor, page_of, publish_issuance
 from services.api.context import runtime
+from services.api.issuance.schemas import IssuanceOutSchema
 from shared.db.models import Certificate
 from shared.pki.export import to_der
 
@@ -95,3 +96,20 @@ def certificate_pfx(data: dict[str, Any], certificate_id: int) -> Response:
         mimetype="application/x-pkcs12",
         headers={"Content-Disposition": f'attachment; filename="{row.common_name}.pfx"'},
     )
+
+
+@blp.route("/<int:certificate_id>/renew", methods=["POST"])
+@requires("operator")
+@blp.response(202, IssuanceOutSchema)
+def renew_certificate(certificate_id: int) -> Any:
+    """Renew now, whatever the renewal point, backoff or maintenance window say."""
+    rt = runtime()
+    session = rt.session()
+    row = service.get_certificate(session, certificate_id)
+    who = principal()
+    who.require_write(row.host.site_id)
+    request = service.force_renewal(session, row, who=who, now=rt.clock.now())
+    session.commit()
+    publish_issuance([request.id])
+    location = url_for("issuance.IssuanceRequestById", request_id=request.id)
+    return request, 202, {"Location": location}

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session, joinedload, undefer
 from services.api.auth import Principal
 from shared import events
 from shared.authorities import chain_above
-from shared.db.models import Certificate, Host, Site
-from shared.errors import ConfigError, KeyUnavailable, NotFound
+from shared.db.models import Certificate, Host, IssuanceRequest, Site
+from shared.errors import ConfigError, Conflict, KeyUnavailable, NotFound
+from shared.issuance import renewal_request
 from shared.pki.export import pem_chain, to_pfx
 from shared.pki.keys import decrypt_private_key
 
@@ -99,3 +100,19 @@ def export_pfx(
         format="pfx",
     )
     return pfx
+
+
+def force_renewal(
+    session: Session, certificate: Certificate, *, who: Principal, now: dt.datetime
+) -> IssuanceRequest:
+    if certificate.status != "active":
+        raise Conflict(f"certificate {certificate.id} is {certificate.status}; renew its successor")
+    pending = (
+        session.get(IssuanceRequest, certificate.renewal_request_id)
+        if certificate.renewal_request_id is not None
+        else None
+    )
+    if pending is not None and pending.status in ("queued", "signing"):
+        return pending  # already on its way: renewing twice would help nobody
+    certificate.next_renewal_at = None
+    return renewal_request(session, certificate, actor=who.actor, now=now)

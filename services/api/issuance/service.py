@@ -17,10 +17,15 @@ from sqlalchemy.orm import Session, joinedload
 from services.api.auth import Principal
 from services.api.common import get_or_404
 from services.api.hosts.service import get_host, host_by_name
-from shared import events
 from shared.db.models import Host, IssuanceRequest
 from shared.errors import CertfleetError, Conflict, ValidationFailed
-from shared.issuance import check_csr_for_host, request_fingerprint, site_policy, subject_names
+from shared.issuance import (
+    check_csr_for_host,
+    request_fingerprint,
+    site_policy,
+    store_request,
+    subject_names,
+)
 from shared.pki.profiles import XPROTECT_SERVER
 
 
@@ -95,43 +100,6 @@ def accept(
         store_request(session, host, csr, validity, idempotency_key, fingerprint, who.actor, now),
         created=True,
     )
-
-
-def store_request(
-    session: Session,
-    host: Host,
-    csr: str | None,
-    validity_days: int,
-    idempotency_key: str | None,
-    fingerprint: str,
-    actor: str,
-    now: dt.datetime,
-) -> IssuanceRequest:
-    """Save an already validated request as `queued` (the caller commits, then publishes)."""
-    row = IssuanceRequest(
-        host=host,
-        csr_pem=csr,
-        validity_days=validity_days,
-        status="queued",
-        idempotency_key=idempotency_key,
-        request_hash=fingerprint,
-        requested_by=actor,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    session.flush()
-    events.record(
-        session,
-        "issuance.requested",
-        actor,
-        at=now,
-        site_id=host.site_id,
-        host_id=host.id,
-        subject=("issuance_request", row.id),
-        key_source="csr" if csr else "server",
-    )
-    return row
 
 
 def accept_bulk(

@@ -252,3 +252,22 @@ def test_authorities_and_trust_bundle(api: ApiHarness) -> None:
     )
     operator = api.token("operator")
     assert api.post("/api/v1/authorities", token=operator, json={"name": "X"}).status_code == 403
+
+
+def test_renew_now_reuses_a_host_held_key_and_is_not_doubled(api: ApiHarness) -> None:
+    api.apply_inventory()
+    csr = factories.make_csr(factories.rsa_key(), ["hq-rec02.hq.vms.nordbank.example"])
+    issued = api.post("/api/v1/issuance-requests", json={"host": "hq-rec02", "csr": csr})
+    api.run_issuer()
+    cert_id = api.get(issued.headers["Location"]).get_json()["certificate_id"]
+    renewal = api.post(f"/api/v1/certificates/{cert_id}/renew")
+    assert renewal.status_code == 202 and renewal.get_json()["key_source"] == "csr"
+    again = api.post(f"/api/v1/certificates/{cert_id}/renew")
+    assert again.get_json()["id"] == renewal.get_json()["id"]  # already on its way
+    api.run_issuer()
+    new_id = api.get(renewal.headers["Location"]).get_json()["certificate_id"]
+    old, new = (api.get(f"/api/v1/certificates/{i}").get_json() for i in (cert_id, new_id))
+    assert old["status"] == "superseded" and new["status"] == "active"
+    assert api.post(f"/api/v1/certificates/{cert_id}/renew").status_code == 409
+    auditor = api.token("auditor")
+    assert api.post(f"/api/v1/certificates/{new_id}/renew", token=auditor).status_code == 403

@@ -67,7 +67,7 @@ def test_stack_run_stops_its_services(
         else:
             pytest.fail("the stack did not become ready")
         services = children_of(supervisor.pid)
-        assert len(services) == 3  # gunicorn master, issuer and distributor
+        assert len(services) == 5  # gunicorn, issuer, distributor, expiry watcher, beat
         supervisor.send_signal(getattr(signal, how))
         supervisor.wait(timeout=30)
         deadline = time.monotonic() + 30

@@ -1,0 +1,61 @@
+"""A beat scheduler that schedules only while it holds a Redis lock, so that two beats
+(a standby, or one started by mistake) never both send the periodic tasks.
+
+The lock is a plain Redis key with a TTL, set with NX and extended on every tick by its
+holder only; a beat that dies loses it after `LOCK_TTL`, and the standby takes over."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import redis
+from celery.beat import Scheduler
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "certfleet:expiry-watcher:beat"
+LOCK_TTL_S = 30
+STANDBY_SLEEP_S = 5.0
+
+
+class LockedScheduler(Scheduler):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self.redis = redis.Redis.from_url(self.app.conf.broker_url, socket_timeout=5)
+        self.holding = False
+        # Redis evaluates this atomically: extend only a lock that is still ours.
+        self._extend = self.redis.register_script(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+        )
+
+    def acquire(self) -> bool:
+        ttl_ms = LOCK_TTL_S * 1000
+        try:
+            if self.holding and self._extend(keys=[LOCK_KEY], args=[self.identity, ttl_ms]):
+                return True
+            self.holding = bool(self.redis.set(LOCK_KEY, self.identity, nx=True, px=ttl_ms))
+        except redis.RedisError:
+            self.holding = False
+        if not self.holding:
+            log.debug("beat is standby: another beat holds the lock")
+        return self.holding
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self.acquire():
+            return STANDBY_SLEEP_S
+        # Never sleep past the lock's expiry, or the standby would take over.
+        return float(min(super().tick(*args, **kwargs), LOCK_TTL_S / 3))
+
+    def close(self) -> None:
+        if self.holding:
+            try:
+                if self.redis.get(LOCK_KEY) == self.identity.encode():
+                    self.redis.delete(LOCK_KEY)
+            except redis.RedisError:
+                pass
+        super().close()

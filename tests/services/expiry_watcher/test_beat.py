@@ -1,0 +1,60 @@
+"""Two beats never both schedule: only the holder of the Redis lock sends; when it stops,
+the standby takes over. Real Redis, real Celery schedulers, no sleeping beyond the
+schedule's own 0.2 s interval."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+
+from services.expiry_watcher.beat import LOCK_KEY, LockedScheduler
+from shared.queue import make_celery
+from shared.settings import Settings
+
+QUEUE = "beat-test"
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[Celery]:
+    url = redis_url.rsplit("/", 1)[0] + "/9"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    celery = make_celery(Settings(redis_url=url), "beat-test")
+    celery.conf.beat_schedule = {
+        "ping": {"task": "certfleet.test.ping", "schedule": 0.2, "options": {"queue": QUEUE}}
+    }
+    yield celery
+    client.flushdb()
+    client.close()
+
+
+def run(scheduler: LockedScheduler, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        scheduler.tick()
+        time.sleep(0.05)
+
+
+def sent(app: Celery) -> int:
+    with redis.Redis.from_url(app.conf.broker_url) as client:
+        return int(client.llen(QUEUE))
+
+
+def test_only_the_lock_holder_schedules_and_the_standby_takes_over(app: Celery) -> None:
+    first = LockedScheduler(app)
+    second = LockedScheduler(app)
+    run(first, 0.7)
+    assert first.holding and sent(app) >= 2
+    before = sent(app)
+    run(second, 0.7)  # the lock is still the first beat's: nothing more is sent
+    assert not second.holding and sent(app) == before
+    first.close()  # a beat that stops gives the lock up
+    run(second, 0.7)
+    assert second.holding and sent(app) > before
+    with redis.Redis.from_url(app.conf.broker_url) as client:
+        assert client.get(LOCK_KEY) == second.identity.encode()
+    second.close()

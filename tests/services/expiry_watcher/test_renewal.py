@@ -1,0 +1,176 @@
+"""Automatic renewal on both databases with an injectable clock: due points, maintenance
+windows, failover pairs never in one batch, retries measured in hours."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from services.expiry_watcher.renewal import renew_due
+from services.issuer import service as issuer
+from shared import contracts
+from shared.clock import FixedClock
+from shared.db.models import Certificate, Host, IssuanceRequest
+from shared.db.session import Database
+from shared.renewal import MaintenanceWindow
+from tests.factories import (
+    make_csr,
+    make_host,
+    make_request,
+    make_root_authority,
+    make_site,
+    rsa_key,
+)
+
+WINDOW = {"start": "01:00", "end": "04:00", "timezone": "Europe/Copenhagen"}
+
+
+@dataclass
+class Fleet:
+    ids: dict[str, int]
+    published: list[contracts.Message]
+    secrets: issuer.Secrets
+
+    def publish(self, message: contracts.Message) -> None:
+        self.published.append(message)
+
+
+@pytest.fixture
+def fleet(database: Database, clock: FixedClock, ca_passphrase: str, data_key: str) -> Fleet:
+    with database.session() as session:
+        site = make_site(session, make_root_authority(session, ca_passphrase, clock))
+        site.maintenance_window = WINDOW
+        rec01 = make_host(session, site, name="rec01", roles=["recording"])
+        make_host(session, site, name="fo01", roles=["failover", "recording"]).failover_for = [
+            "rec01"
+        ]
+        rec02 = make_host(session, site, name="rec02", roles=["recording"])
+        requests = [
+            make_request(session, h).id for h in session.scalars(select(Host).order_by(Host.id))
+        ]
+        # rec02 holds its own key: its renewals must come from the same CSR.
+        make_request(
+            session, rec02, csr_pem=make_csr(rsa_key(), [f"rec02.{site.dns_suffixes[0]}", "rec02"])
+        )
+        requests = [
+            r.id for r in session.scalars(select(IssuanceRequest).order_by(IssuanceRequest.id))
+        ]
+        ids = {"rec01": rec01.id}
+    fleet = Fleet(ids, [], issuer.Secrets(ca_passphrase, data_key))
+    issue(database, clock, fleet, requests)
+    return fleet
+
+
+def issue(database: Database, clock: FixedClock, fleet: Fleet, request_ids: list[int]) -> Any:
+    return issuer.issue_batch(
+        database, request_ids, signers=issuer.SignerCache(), secrets=fleet.secrets, clock=clock
+    )
+
+
+def move_to(clock: FixedClock, when: dt.datetime) -> None:
+    clock.advance(when - clock.now())
+
+
+def started_hosts(database: Database, request_ids: list[int]) -> list[str]:
+    with database.sessions() as session:
+        rows = session.scalars(select(IssuanceRequest).where(IssuanceRequest.id.in_(request_ids)))
+        return sorted(r.host.name for r in rows)
+
+
+def test_renewals_wait_for_the_window_and_never_take_a_failover_pair_together(
+    database: Database, clock: FixedClock, fleet: Fleet
+) -> None:
+    assert renew_due(database, fleet.publish, clock).started == []  # nothing is due yet
+    with database.sessions() as session:
+        due = max(
+            c.renewal_due_at for c in session.scalars(select(Certificate)) if c.renewal_due_at
+        )
+    window = MaintenanceWindow.from_json(WINDOW)
+    assert window is not None
+    closed = due + dt.timedelta(hours=1)
+    while window.is_open(closed):
+        closed += dt.timedelta(hours=1)
+    move_to(clock, closed)
+    report = renew_due(database, fleet.publish, clock)
+    assert report.started == [] and report.waiting_for_window == 3
+    move_to(clock, window.next_opening(clock.now()) + dt.timedelta(minutes=10))
+    report = renew_due(database, fleet.publish, clock)
+    first = started_hosts(database, report.started)
+    assert len(first) == 2 and "rec02" in first and ({"rec01", "fo01"} & set(first))
+    assert report.held_back == 1
+    assert [m.kwargs for m in fleet.published] == [{"request_ids": report.started}]
+    # While the first of the pair is being renewed, its partner waits.
+    assert renew_due(database, fleet.publish, clock).started == []
+    issue(database, clock, fleet, report.started)
+    second = started_hosts(database, renew_due(database, fleet.publish, clock).started)
+    assert len(second) == 1 and second[0] in {"rec01", "fo01"} and second[0] not in first
+    with database.sessions() as session:
+        rec02 = [c for c in session.scalars(select(Certificate)) if c.host.name == "rec02"]
+        renewal = session.get_one(
+            IssuanceRequest,
+            next(
+                r
+                for r in report.started
+                if session.get_one(IssuanceRequest, r).host.name == "rec02"
+            ),
+        )
+        original = session.get_one(
+            IssuanceRequest, next(c for c in rec02 if c.key_source == "csr").request_id
+        )
+        assert renewal.csr_pem == original.csr_pem  # the host keeps its key
+
+
+def test_a_failed_renewal_is_retried_within_hours(
+    database: Database, clock: FixedClock, fleet: Fleet
+) -> None:
+    with database.session() as session:
+        session.get_one(Host, fleet.ids["rec01"]).site.maintenance_window = None  # always open
+    with database.sessions() as session:
+        latest = max(
+            c.renewal_due_at for c in session.scalars(select(Certificate)) if c.renewal_due_at
+        )
+    move_to(clock, latest + dt.timedelta(minutes=1))
+    first = renew_due(database, fleet.publish, clock).started
+    request_id, others = first[0], first[1:]
+    with database.session() as session:  # the host's names stopped matching the site policy
+        request = session.get_one(IssuanceRequest, request_id)
+        host_id, names = request.host_id, list(request.host.dns_names)
+        request.host.dns_names = ["renamed.elsewhere.example"]
+        cert_id = session.scalars(
+            select(Certificate.id).where(
+                Certificate.host_id == host_id, Certificate.status == "active"
+            )
+        ).one()
+    assert issue(database, clock, fleet, [request_id]).failed == [request_id]
+    issue(database, clock, fleet, others)
+
+    def run() -> Any:
+        """One watcher run, then the issuer finishes what the run started (a partner left in
+        flight would rightly hold the host back)."""
+        report = renew_due(database, fleet.publish, clock)
+        issue(database, clock, fleet, report.started)
+        return report
+
+    def started_for_host(report: Any) -> bool:
+        with database.sessions() as session:
+            return any(
+                session.get_one(IssuanceRequest, r).host_id == host_id for r in report.started
+            )
+
+    report = run()
+    assert report.failures_recorded == 1 and not started_for_host(report)
+    with database.sessions() as session:
+        cert = session.get_one(Certificate, cert_id)
+        assert cert.renewal_attempts == 1
+        assert cert.next_renewal_at == clock.now() + dt.timedelta(hours=1)
+    assert run().failures_recorded == 0  # counted once
+    with database.session() as session:
+        session.get_one(Host, host_id).dns_names = names
+    clock.advance(dt.timedelta(minutes=30))
+    assert not started_for_host(run())  # the retry is an hour away, not a whole period
+    clock.advance(dt.timedelta(minutes=31))
+    assert started_for_host(run())

@@ -1,0 +1,176 @@
+"""The sweep recovers everything a lost message would lose: after FLUSHALL, after a worker
+died holding a claim, after a lost retry. Real Redis, both databases, a fixed clock."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from services.distributor import service as distributor
+from services.distributor.targets.directory import DirectoryTarget
+from services.expiry_watcher.sweep import SweepLimits, sweep
+from services.issuer import service as issuer
+from shared import contracts
+from shared.clock import FixedClock
+from shared.db.models import Certificate, Delivery, Host, IssuanceRequest
+from shared.db.session import Database
+from shared.queue import CeleryPublisher, make_celery
+from shared.settings import Settings
+from tests.factories import make_host, make_request, make_root_authority, make_site
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def publish(redis_url: str) -> Any:
+    return CeleryPublisher(make_celery(Settings(redis_url=redis_url), "sweep-test")).publish
+
+
+def messages(queue: redis.Redis, name: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for raw in queue.lrange(name, 0, -1):
+        envelope = json.loads(raw)
+        body = json.loads(base64.b64decode(envelope["body"]))
+        out.append((envelope["headers"]["task"], body[1]))
+    return out
+
+
+@pytest.fixture
+def hosts(database: Database, clock: FixedClock, ca_passphrase: str, tmp_path: Path) -> list[int]:
+    with database.session() as session:
+        site = make_site(session, make_root_authority(session, ca_passphrase, clock))
+        made = [make_host(session, site, name=f"rec{i}") for i in range(3)]
+        for host in made:
+            host.delivery = {"method": "directory", "settings": {"path": str(tmp_path / "out")}}
+        return [h.id for h in made]
+
+
+def queue_requests(database: Database, clock: FixedClock, host_ids: list[int]) -> list[int]:
+    with database.session() as session:
+        ids = []
+        for host_id in host_ids:
+            row = make_request(session, session.get_one(Host, host_id))
+            row.created_at = row.updated_at = clock.now()
+            ids.append(row.id)
+        return ids
+
+
+def test_everything_completes_after_redis_lost_all_its_data(
+    database: Database,
+    clock: FixedClock,
+    hosts: list[int],
+    queue: redis.Redis,
+    publish: Any,
+    ca_passphrase: str,
+    data_key: str,
+    tmp_path: Path,
+) -> None:
+    ids = queue_requests(database, clock, hosts)
+    queue.flushall()  # every message that was on its way is gone
+    assert sweep(database, publish, clock).total == 0  # too young: the workers may still come
+    clock.advance(dt.timedelta(minutes=3))
+    report = sweep(database, publish, clock)
+    assert report.requests_requeued == 3
+    [(task, payload)] = messages(queue, contracts.QUEUE_ISSUE)
+    assert task == contracts.TASK_ISSUE_BATCH and sorted(payload["request_ids"]) == sorted(ids)
+    assert sweep(database, publish, clock).requests_requeued == 0  # not again within the grace
+    secrets = issuer.Secrets(ca_passphrase, data_key)
+    issued = issuer.issue_batch(
+        database, payload["request_ids"], signers=issuer.SignerCache(), secrets=secrets, clock=clock
+    )
+    assert sorted(issued.issued) == sorted(ids)
+    queue.flushall()  # the issuer's distribute message is lost too
+    clock.advance(dt.timedelta(minutes=3))
+    assert sweep(database, publish, clock).certificates_planned == 3
+    [(task, payload)] = messages(queue, contracts.QUEUE_DISTRIBUTE)
+    assert task == contracts.TASK_DISTRIBUTE_CERTIFICATES
+    planned = distributor.distribute_certificates(database, payload["certificate_ids"], clock)
+    ctx = distributor.Context({"directory": DirectoryTarget()}, clock, data_key)
+    assert [distributor.attempt(database, d, ctx).status for d in planned] == ["delivered"] * 3
+    clock.advance(dt.timedelta(minutes=3))
+    queue.flushall()
+    assert sweep(database, publish, clock).total == 0  # nothing left to do
+    assert (
+        messages(queue, contracts.QUEUE_ISSUE) == messages(queue, contracts.QUEUE_DISTRIBUTE) == []
+    )
+    with database.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Certificate)) == 3
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 3
+        assert set(session.scalars(select(IssuanceRequest.attempts))) == {1}  # issued once each
+
+
+def test_a_claim_whose_worker_died_is_handed_back(
+    database: Database,
+    clock: FixedClock,
+    hosts: list[int],
+    queue: redis.Redis,
+    publish: Any,
+    ca_passphrase: str,
+    data_key: str,
+) -> None:
+    [request_id] = queue_requests(database, clock, hosts[:1])
+    with database.session() as session:
+        assert issuer.claim(session, [request_id], clock.now()) == [request_id]
+    # ... and the worker was killed before it stored anything.
+    clock.advance(dt.timedelta(minutes=5))
+    assert sweep(database, publish, clock).requests_released == 0  # it may still be working
+    clock.advance(SweepLimits().stale_signing)
+    report = sweep(database, publish, clock)
+    assert (report.requests_released, report.requests_requeued) == (1, 1)
+    result = issuer.issue_batch(
+        database,
+        [request_id],
+        signers=issuer.SignerCache(),
+        secrets=issuer.Secrets(ca_passphrase, data_key),
+        clock=clock,
+    )
+    assert result.issued == [request_id]
+    with database.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Certificate)) == 1
+        assert session.get_one(IssuanceRequest, request_id).attempts == 2
+
+
+def test_only_due_unleased_deliveries_are_sent_again(
+    database: Database,
+    clock: FixedClock,
+    hosts: list[int],
+    queue: redis.Redis,
+    publish: Any,
+    ca_passphrase: str,
+    data_key: str,
+) -> None:
+    ids = queue_requests(database, clock, hosts)
+    result = issuer.issue_batch(
+        database,
+        ids,
+        signers=issuer.SignerCache(),
+        secrets=issuer.Secrets(ca_passphrase, data_key),
+        clock=clock,
+    )
+    planned = distributor.distribute_certificates(database, result.certificate_ids, clock)
+    with database.session() as session:
+        later, leased, due = (session.get_one(Delivery, d) for d in planned)
+        later.next_attempt_at = clock.now() + dt.timedelta(hours=1)
+        leased.claimed_until = clock.now() + dt.timedelta(hours=1)
+    queue.flushall()
+    clock.advance(dt.timedelta(minutes=3))
+    report = sweep(database, publish, clock)
+    assert report.deliveries_resent == 1
+    assert messages(queue, contracts.QUEUE_DISTRIBUTE) == [
+        (contracts.TASK_DELIVER, {"delivery_id": due.id})
+    ]

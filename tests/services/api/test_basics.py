@@ -27,6 +27,8 @@ DESIGN_PATHS = {
     "/api/v1/certificates/{certificate_id}/pem",
     "/api/v1/certificates/{certificate_id}/pfx",
     "/api/v1/tokens",
+    "/api/v1/reports/expiry",
+    "/api/v1/certificates/{certificate_id}/renew",
 }
 
 

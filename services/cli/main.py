@@ -304,6 +304,52 @@ def certs_list(
     emit(ctx, rows, ("id", "site", "host", "names", "expires", "status"), "certificates")
 
 
+@certs.command("renew")
+@click.argument("certificate_id", type=int)
+@click.option("--wait/--no-wait", default=False, help="wait for the issuer, with a progress bar")
+@click.pass_context
+@friendly_errors
+def certs_renew(ctx: click.Context, certificate_id: int, wait: bool) -> None:
+    """Renew now, whatever the renewal point, backoff or maintenance window say."""
+    client = client_of(ctx)
+    request = client.post_json(f"/api/v1/certificates/{certificate_id}/renew", {})
+    click.echo(f"renewal request {request['id']} for {request['host']}: {request['status']}")
+    if wait:
+        failed = wait_for(client, [request["id"]], 600)
+        if failed:
+            err_console.print(f"[red]failed[/red]: {failed[0]['reason']}", highlight=False)
+            sys.exit(1)
+
+
+@cli.group()
+def report() -> None:
+    """Reports."""
+
+
+@report.command("expiry")
+@click.option("--within-days", type=click.IntRange(0, 3650), default=30, show_default=True)
+@click.pass_context
+@friendly_errors
+def report_expiry(ctx: click.Context, within_days: int) -> None:
+    """What expires within N days (and what has expired), by site; CAs that die first."""
+    data = client_of(ctx).get_json("/api/v1/reports/expiry", within_days=within_days)
+    if ctx.obj["output"] == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    emit(
+        ctx, data["by_site"], ("site", "expiring", "expired"), f"expiring within {within_days} days"
+    )
+    for row in data["certificates"]:
+        row["expires"] = row["not_after"][:10]
+        due = row["renewal_due_at"] or ""
+        row["renewal"] = "in progress" if row["renewal_in_progress"] else f"due {due[:10]}"
+    columns = ("id", "site", "host", "expires", "days_left", "renewal")
+    emit(ctx, data["certificates"], columns, "certificates")
+    for authority in data["authorities"]:
+        if authority["expires_before_its_leaves"]:
+            err_console.print(f"[red]CA {authority['name']} expires before its leaves[/red]")
+
+
 @cli.command()
 @click.argument("certificate_id", type=int)
 @click.option(

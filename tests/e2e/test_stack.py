@@ -228,3 +228,28 @@ def test_no_secret_reaches_logs(running: Running) -> None:
     assert b"issue" in logs  # the logs exist and say something
     for secret in (TEST_CA_PASSPHRASE, TEST_DATA_KEY, running.token, "PRIVATE KEY"):
         assert secret.encode() not in logs, secret
+
+
+def test_renew_now_and_expiry_report_through_the_cli(running: Running) -> None:
+    running.cli("apply", "-f", str(INVENTORY))
+    running.cli("issue", "sto-rec02", "--wait")
+    [cert] = json.loads(
+        running.cli(
+            "-o", "json", "certs", "list", "--host", "sto-rec02", "--status", "active"
+        ).stdout
+    )
+    renewed = running.cli("certs", "renew", str(cert["id"]), "--wait")
+    assert "renewal request" in renewed.stdout and "sto-rec02" in renewed.stdout
+    [new] = json.loads(
+        running.cli(
+            "-o", "json", "certs", "list", "--host", "sto-rec02", "--status", "active"
+        ).stdout
+    )
+    assert new["id"] != cert["id"]
+    report = json.loads(
+        running.cli("-o", "json", "report", "expiry", "--within-days", "400").stdout
+    )
+    assert new["id"] in {c["id"] for c in report["certificates"]}
+    assert cert["id"] not in {c["id"] for c in report["certificates"]}  # superseded
+    table = running.cli("report", "expiry", "--within-days", "400").stdout
+    assert "branch-stockholm" in table and "sto-rec02" in table

@@ -23,6 +23,7 @@ TASK_DELIVER = "certfleet.distributor.deliver"
 TASK_VERIFY = "certfleet.distributor.verify"
 TASK_SWEEP = "certfleet.expiry.sweep"
 TASK_RENEW = "certfleet.expiry.renew"
+TASK_NOTIFY = "certfleet.expiry.notify"
 
 MAX_IDS_PER_MESSAGE = 1000
 

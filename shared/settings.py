@@ -37,6 +37,7 @@ class Settings:
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str | None = None
+    smtp_starttls: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +111,7 @@ class Settings:
             smtp_host=get("SMTP_HOST"),
             smtp_port=get_int("SMTP_PORT", 25),
             smtp_from=get("SMTP_FROM"),
+            smtp_starttls=(get("SMTP_STARTTLS", "false") or "").lower() in ("1", "true", "yes"),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

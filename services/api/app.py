@@ -21,6 +21,7 @@ from services.api.health.routes import blp as health_blp
 from services.api.hosts.routes import blp as hosts_blp
 from services.api.inventory.routes import blp as inventory_blp
 from services.api.issuance.routes import blp as issuance_blp
+from services.api.notifications.routes import blp as notifications_blp
 from services.api.reports.routes import blp as reports_blp
 from services.api.sites.routes import blp as sites_blp
 from services.api.tokens.routes import blp as tokens_blp
@@ -90,6 +91,7 @@ def create_app(
         deliveries_blp,
         agent_blp,
         reports_blp,
+        notifications_blp,
     ):
         api.register_blueprint(blp)
     app.before_request(_bind_request)

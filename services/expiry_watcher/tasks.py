@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
 from celery.signals import worker_process_init
 
-from services.expiry_watcher import renewal
+from services.expiry_watcher import notifications, renewal
 from services.expiry_watcher import sweep as sweeping
+from services.expiry_watcher.channels import ChannelFactory, SmtpRelay, make_factory
 from shared.clock import SystemClock
-from shared.contracts import QUEUE_EXPIRY, TASK_RENEW, TASK_SWEEP
+from shared.contracts import QUEUE_EXPIRY, TASK_NOTIFY, TASK_RENEW, TASK_SWEEP
 from shared.db.session import Database
 from shared.logging import configure_logging
 from shared.queue import CeleryPublisher, make_celery
@@ -28,12 +30,18 @@ log = logging.getLogger(__name__)
 settings = Settings.from_env()
 app = make_celery(settings, "certfleet-expiry-watcher")
 app.conf.beat_scheduler = "services.expiry_watcher.beat:LockedScheduler"
+# Each entry expires before the next one is due: a backlog of missed runs is not replayed.
 app.conf.beat_schedule = {
-    "sweep": {
-        "task": TASK_SWEEP,
-        "schedule": 60.0,
-        "options": {"queue": QUEUE_EXPIRY, "expires": 55},
-    },
+    name: {
+        "task": task,
+        "schedule": every,
+        "options": {"queue": QUEUE_EXPIRY, "expires": every - 5},
+    }
+    for name, task, every in (
+        ("sweep", TASK_SWEEP, 60.0),
+        ("renew", TASK_RENEW, 300.0),
+        ("notify", TASK_NOTIFY, 300.0),
+    )
 }
 
 
@@ -42,11 +50,21 @@ class Runtime:
     db: Database
     publisher: CeleryPublisher
     clock: SystemClock
+    channels: ChannelFactory
 
 
 @functools.cache
 def runtime() -> Runtime:
-    return Runtime(Database(settings.database_url), CeleryPublisher(app), SystemClock())
+    clock = SystemClock()
+    relay = SmtpRelay(
+        settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_starttls
+    )
+    return Runtime(
+        Database(settings.database_url),
+        CeleryPublisher(app),
+        clock,
+        make_factory(relay, os.environ, clock),
+    )
 
 
 @worker_process_init.connect
@@ -81,3 +99,14 @@ def renew(self: Task) -> dict[str, int]:
         "held_back": report.held_back,
         "failures": report.failures_recorded,
     }
+
+
+@app.task(name=TASK_NOTIFY, bind=True, acks_late=True)
+def notify(self: Task) -> dict[str, int]:
+    """Send the expiry notices that are due, each once (the ledger decides)."""
+    rt = runtime()
+    report = notifications.scan(rt.db, rt.clock, rt.channels)
+    counts = dict(report.__dict__)
+    if any(counts.values()):
+        log.info("notices", extra={"fields": counts})
+    return counts

@@ -24,6 +24,7 @@ TASK_VERIFY = "certfleet.distributor.verify"
 TASK_SWEEP = "certfleet.expiry.sweep"
 TASK_RENEW = "certfleet.expiry.renew"
 TASK_NOTIFY = "certfleet.expiry.notify"
+TASK_ADVANCE_CAMPAIGNS = "certfleet.expiry.advance_campaigns"
 
 MAX_IDS_PER_MESSAGE = 1000
 
@@ -69,6 +70,11 @@ def deliver(delivery_id: int) -> Message:
 def verify(delivery_id: int) -> Message:
     """Probe the host's TLS endpoints for the delivered certificate."""
     return Message(TASK_VERIFY, QUEUE_DISTRIBUTE, {"delivery_id": int(delivery_id)})
+
+
+def advance_campaigns() -> Message:
+    """Move every unfinished campaign along now (the beat also does it periodically)."""
+    return Message(TASK_ADVANCE_CAMPAIGNS, QUEUE_EXPIRY, {})
 
 
 def chunked(ids: Sequence[int], size: int) -> list[list[int]]:

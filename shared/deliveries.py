@@ -36,6 +36,11 @@ def backoff(attempts: int) -> dt.timedelta:
     return min(dt.timedelta(seconds=30 * 2**exponent), MAX_BACKOFF)
 
 
+def client_host_ids(session: Session) -> list[int]:
+    """Every client host: each must hold the current trust bundle."""
+    return [row.id for row in session.execute(select(Host.id, Host.roles)) if "client" in row.roles]
+
+
 def method_of(host: Host) -> str:
     return str((host.delivery or {}).get("method", "none"))
 

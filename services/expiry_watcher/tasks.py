@@ -15,11 +15,17 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init
 
-from services.expiry_watcher import notifications, renewal
+from services.expiry_watcher import campaigns, notifications, renewal
 from services.expiry_watcher import sweep as sweeping
 from services.expiry_watcher.channels import ChannelFactory, SmtpRelay, make_factory
 from shared.clock import SystemClock
-from shared.contracts import QUEUE_EXPIRY, TASK_NOTIFY, TASK_RENEW, TASK_SWEEP
+from shared.contracts import (
+    QUEUE_EXPIRY,
+    TASK_ADVANCE_CAMPAIGNS,
+    TASK_NOTIFY,
+    TASK_RENEW,
+    TASK_SWEEP,
+)
 from shared.db.session import Database
 from shared.logging import configure_logging
 from shared.queue import CeleryPublisher, make_celery
@@ -41,6 +47,7 @@ app.conf.beat_schedule = {
         ("sweep", TASK_SWEEP, 60.0),
         ("renew", TASK_RENEW, 300.0),
         ("notify", TASK_NOTIFY, 300.0),
+        ("campaigns", TASK_ADVANCE_CAMPAIGNS, 15.0),
     )
 }
 
@@ -110,3 +117,17 @@ def notify(self: Task) -> dict[str, int]:
     if any(counts.values()):
         log.info("notices", extra={"fields": counts})
     return counts
+
+
+@app.task(name=TASK_ADVANCE_CAMPAIGNS, bind=True, acks_late=True)
+def advance_campaigns(self: Task) -> dict[str, int]:
+    """Move every unfinished campaign along: progress, phases, and the next hosts."""
+    rt = runtime()
+    report = campaigns.advance(rt.db, rt.publisher.publish, rt.clock)
+    for change in report.phases:
+        log.info("campaign phase", extra={"fields": {"change": change}})
+    return {
+        "campaigns": report.campaigns,
+        "started": len(report.started),
+        "finished_items": report.finished_items,
+    }

@@ -20,7 +20,7 @@ from cryptography import x509
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
-from shared import events
+from shared import deliveries, events
 from shared.authorities import generate_material, load_signer
 from shared.clock import Clock
 from shared.db.models import Authority, Certificate, Host, IssuanceRequest, Site
@@ -365,5 +365,4 @@ def _generate_claimed_authority(
 def client_host_ids(db: Database) -> list[int]:
     """Every client host: they need the trust bundle again when an authority is added."""
     with db.session() as session:
-        rows = session.execute(select(Host.id, Host.roles))
-        return [row.id for row in rows if "client" in row.roles]
+        return deliveries.client_host_ids(session)

@@ -294,3 +294,77 @@ class Notice(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None]
+
+
+CAMPAIGN_KINDS = ("renew", "rotate_authority")
+# running -> paused <-> running; -> cancelled; -> completed or failed when nothing is left.
+CAMPAIGN_STATUSES = ("running", "paused", "cancelled", "completed", "failed")
+# A CA rotation moves through these in order and never skips one.
+ROTATION_PHASES = ("create_authority", "trust", "reissue", "retire", "done")
+CAMPAIGN_ITEM_STATUSES = (
+    "pending",
+    "queued",
+    "issued",
+    "delivered",
+    "verified",
+    "failed",
+    "cancelled",
+    "skipped",
+)
+
+
+class Campaign(Base):
+    """A fleet renewal: which certificates (`selector`), how fast (`rate_per_minute`,
+    `per_site_concurrency`), and where it stands. `finished_at` is None while anything is
+    left to do or to watch. A CA rotation also has a `phase`, the new authority and the share
+    of clients that must hold the new trust bundle before any leaf is re-issued."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(24))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    phase: Mapped[str | None] = mapped_column(String(24))
+    selector: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    rate_per_minute: Mapped[int] = mapped_column(Integer)
+    per_site_concurrency: Mapped[int] = mapped_column(Integer)
+    respect_windows: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_failures: Mapped[int] = mapped_column(Integer)
+    authority_id: Mapped[int | None] = mapped_column(ForeignKey("authorities.id"))
+    new_authority_id: Mapped[int | None] = mapped_column(ForeignKey("authorities.id"))
+    ack_share: Mapped[float] = mapped_column(Float, default=1.0)
+    trust_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+
+
+class CampaignItem(Base):
+    """One certificate a campaign renews. `finished_at` is set once nothing more will happen
+    to it: verified, failed, cancelled, skipped, or as far as its host lets certfleet see
+    (issued for a host without a delivery method, delivered for one without endpoints)."""
+
+    __tablename__ = "campaign_items"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "certificate_id"),
+        Index("ix_campaign_items_campaign_status", "campaign_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificates.id"))
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"))
+    site_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    request_id: Mapped[int | None] = mapped_column(Integer)
+    new_certificate_id: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    certificate: Mapped[Certificate] = relationship()
+    host: Mapped[Host] = relationship()

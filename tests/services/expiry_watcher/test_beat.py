@@ -62,10 +62,21 @@ def test_only_the_lock_holder_schedules_and_the_standby_takes_over(app: Celery) 
 
 def test_the_watchers_schedule_drives_sweep_renewal_and_notices_on_the_expiry_queue() -> None:
     from services.expiry_watcher import tasks
-    from shared.contracts import QUEUE_EXPIRY, TASK_NOTIFY, TASK_RENEW, TASK_SWEEP
+    from shared.contracts import (
+        QUEUE_EXPIRY,
+        TASK_ADVANCE_CAMPAIGNS,
+        TASK_NOTIFY,
+        TASK_RENEW,
+        TASK_SWEEP,
+    )
 
     schedule = tasks.app.conf.beat_schedule
-    assert {entry["task"] for entry in schedule.values()} == {TASK_SWEEP, TASK_RENEW, TASK_NOTIFY}
+    assert {entry["task"] for entry in schedule.values()} == {
+        TASK_SWEEP,
+        TASK_RENEW,
+        TASK_NOTIFY,
+        TASK_ADVANCE_CAMPAIGNS,
+    }
     for entry in schedule.values():
         assert entry["task"] in tasks.app.tasks, entry["task"]
         assert entry["options"]["queue"] == QUEUE_EXPIRY

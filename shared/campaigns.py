@@ -62,9 +62,12 @@ class Selector:
                 "expiring_within_days must be a whole number of days, 0 or more",
                 {"selector": ["expiring_within_days"]},
             )
+        authority = data.get("authority")
+        if authority is not None and (not isinstance(authority, str) or not authority):
+            raise ValidationFailed("authority must be a name", {"selector": ["authority"]})
         selector = cls(
             sites=_names(data, "sites"),
-            authority=data.get("authority"),
+            authority=authority,
             hosts=_names(data, "hosts"),
             expiring_within_days=days,
             everything=data.get("all") is True,
@@ -237,7 +240,7 @@ def _rotation_plan(
     old = resolved.authority
     assert old is not None
     _check_rotatable(session, old)
-    sites = rotation_sites(session, resolved)
+    sites = _sites_to_rotate(session, resolved)
     narrowed = Resolved(resolved.selector, tuple(s.id for s in sites) or (-1,), (), old)
     clients = sum(1 for roles in session.scalars(select(Host.roles)) if "client" in roles)
     others = session.scalar(
@@ -255,6 +258,17 @@ def _rotation_plan(
         "retires_old_authority": not others,
         **_per_site(session, narrowed, now),
     }
+
+
+def _sites_to_rotate(session: Session, resolved: Resolved) -> list[Site]:
+    sites = rotation_sites(session, resolved)
+    if not sites:
+        assert resolved.authority is not None
+        raise ValidationFailed(
+            f"no selected site issues from authority {resolved.authority.name!r}",
+            {"selector": ["sites"]},
+        )
+    return sites
 
 
 def new_authority_name(spec: CampaignSpec, old: Authority, now: dt.datetime) -> str:
@@ -301,11 +315,7 @@ def create(
     if spec.kind == ROTATE:
         assert resolved.authority is not None
         _check_rotatable(session, resolved.authority)
-        if not rotation_sites(session, resolved):
-            raise ValidationFailed(
-                f"no selected site issues from authority {resolved.authority.name!r}",
-                {"selector": ["sites"]},
-            )
+        _sites_to_rotate(session, resolved)
         new = _new_authority(session, spec, resolved.authority, actor, now)
         campaign.new_authority_id = new.id
         campaign.phase = "create_authority"
@@ -388,15 +398,18 @@ def steer(
 ) -> list[contracts.Message]:
     """pause, resume or cancel. Cancelling stops what has not started; what is being issued
     or delivered finishes and is still counted."""
+    verb = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
     if campaign.finished_at is not None or campaign.status == "cancelled":
-        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it cannot be {action}d")
+        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it cannot be {verb}")
+    if action == "resume" and campaign.status == "running" and not retry_failed:
+        raise Conflict(f"campaign {campaign.id} is already running")
     allowed = {
         "pause": ("running",),
         "resume": ("paused", "running"),
         "cancel": ("running", "paused"),
     }
     if campaign.status not in allowed[action]:
-        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it cannot be {action}d")
+        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it cannot be {verb}")
     retried = 0
     if action == "pause":
         campaign.status, campaign.reason = "paused", f"paused by {actor}"
@@ -415,7 +428,7 @@ def steer(
     campaign.updated_at = now
     events.record(
         session,
-        f"campaign.{action}d" if action != "cancel" else "campaign.cancelled",
+        f"campaign.{verb}",
         actor,
         at=now,
         subject=("campaign", campaign.id),

@@ -13,6 +13,7 @@ from flask_smorest import Api
 from services.api import errors
 from services.api.agent.routes import blp as agent_blp
 from services.api.authorities.routes import blp as authorities_blp
+from services.api.campaigns.routes import blp as campaigns_blp
 from services.api.certificates.routes import blp as certificates_blp
 from services.api.common import BoundedIntConverter
 from services.api.context import ApiRuntime, close_session
@@ -92,6 +93,7 @@ def create_app(
         agent_blp,
         reports_blp,
         notifications_blp,
+        campaigns_blp,
     ):
         api.register_blueprint(blp)
     app.before_request(_bind_request)

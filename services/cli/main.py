@@ -8,56 +8,23 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from functools import wraps
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from services.cli import admin
+from services.cli.campaigns import campaign
 from services.cli.client import ApiClient, CliError
+from services.cli.common import client_of, default_api_url, emit, err_console, friendly_errors
 from shared.clock import SystemClock
-from shared.errors import CertfleetError
 from shared.pki.profiles import ALLOWED_RSA_BITS, DEFAULT_CA
-from shared.settings import DEFAULT_API_BIND, Settings
+from shared.settings import Settings
 from shared.windows import linux_trust_one_liner, trust_one_liner
 
-F = TypeVar("F", bound=Callable[..., Any])
-# Tables stay readable when piped or logged (no terminal width to detect).
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
 POLL_CHUNK = 500
-
-
-def friendly_errors(command: F) -> F:
-    """Operator-facing errors are one line on stderr and exit code 1, never a traceback."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (CliError, CertfleetError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def default_api_url() -> str:
-    return os.environ.get("CERTFLEET_API_URL") or (
-        "http://" + (os.environ.get("CERTFLEET_API_BIND") or DEFAULT_API_BIND)
-    )
-
-
-def load_token(explicit: str | None) -> str | None:
-    if explicit:
-        return explicit
-    path = Path(os.environ.get("CERTFLEET_VAR_DIR") or "var") / "admin.token"
-    return path.read_text().strip() if path.exists() else None
 
 
 @click.group()
@@ -68,30 +35,6 @@ def load_token(explicit: str | None) -> str | None:
 def cli(ctx: click.Context, api_url: str, token: str | None, output: str) -> None:
     """certfleet: certificates for XProtect fleets."""
     ctx.obj = {"api_url": api_url, "token": token, "output": output}
-
-
-def client_of(ctx: click.Context) -> ApiClient:
-    return ApiClient(ctx.obj["api_url"], load_token(ctx.obj["token"]))
-
-
-def emit(
-    ctx: click.Context, rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str
-) -> None:
-    if ctx.obj["output"] == "json":
-        click.echo(json.dumps(list(rows), indent=2, default=str))
-        return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(format_cell(row.get(c)) for c in columns))
-    console.print(table)
-
-
-def format_cell(value: Any) -> str:
-    if isinstance(value, list):
-        return "\n".join(str(v) for v in value)
-    return "" if value is None else str(value)
 
 
 @cli.command()
@@ -504,6 +447,8 @@ def stack_run(worker_concurrency: int) -> None:
         except KeyboardInterrupt:
             click.echo("stopping")
 
+
+cli.add_command(campaign)
 
 if __name__ == "__main__":
     cli()

@@ -73,10 +73,10 @@ class ApiHarness:
         assert response.status_code == 201, response.get_json()
         return str(response.get_json()["token"])
 
-    def queued_messages(self) -> list[dict[str, Any]]:
-        """The kombu envelopes waiting on the issue queue, decoded."""
+    def queued_messages(self, queue: str = QUEUE_ISSUE) -> list[dict[str, Any]]:
+        """The kombu envelopes waiting on a queue (the issue queue by default), decoded."""
         messages = []
-        for raw in self.redis.lrange(QUEUE_ISSUE, 0, -1):
+        for raw in self.redis.lrange(queue, 0, -1):
             envelope = json.loads(raw)
             body = (
                 base64.b64decode(envelope["body"])

@@ -196,6 +196,8 @@ def test_pause_resume_and_cancel(fleet: Fleet) -> None:
     with pytest.raises(Conflict):
         fleet.steer(campaign_id, "pause")
     fleet.steer(campaign_id, "resume")
+    with pytest.raises(Conflict, match="already running"):
+        fleet.steer(campaign_id, "resume")
     fleet.advance()
     assert fleet.counts(campaign_id)["queued"] == 1
     fleet.steer(campaign_id, "cancel")
@@ -278,6 +280,24 @@ def test_bad_selectors_are_refused_naming_what_is_wrong(fleet: Fleet) -> None:
         fleet.create(selector={"sites": ["north"], "expiring_within_days": 1})
     with pytest.raises(ValidationFailed, match="not allowed"):
         fleet.create(kind=campaigns.ROTATE, selector={"authority": "old root", "hosts": ["x"]})
+    with pytest.raises(ValidationFailed, match="authority must be a name"):
+        fleet.create(selector={"authority": 7})
+    with fleet.database.session() as session:
+        session.add(Site(name="east", authority_id=authority(fleet, "old root").id))
+        other = make_root_authority(session, fleet.secrets.ca_passphrase or "", fleet.clock)
+        session.scalars(select(Site).where(Site.name == "east")).one().authority_id = other.id
+    rotation = {
+        "name": "r",
+        "kind": campaigns.ROTATE,
+        "selector": {"authority": "old root", "sites": ["east"]},
+    }
+    with (
+        fleet.database.session() as session,
+        pytest.raises(ValidationFailed, match="no selected site"),
+    ):
+        campaigns.dry_run(session, campaigns.CampaignSpec.from_json(rotation), fleet.clock.now())
+    with pytest.raises(ValidationFailed, match="no selected site"):
+        fleet.create(**rotation)
     with fleet.database.sessions() as session:
         assert session.scalar(select(Campaign.id)) is None
 

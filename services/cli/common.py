@@ -1,0 +1,76 @@
+"""What every `certfleet` command shares: the API client from the global options, output as
+a table or JSON, and errors as one line instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.client import ApiClient, CliError
+from shared.errors import CertfleetError
+from shared.settings import DEFAULT_API_BIND
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Tables stay readable when piped or logged (no terminal width to detect).
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+def friendly_errors(command: F) -> F:
+    """Operator-facing errors are one line on stderr and exit code 1, never a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (CliError, CertfleetError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def default_api_url() -> str:
+    return os.environ.get("CERTFLEET_API_URL") or (
+        "http://" + (os.environ.get("CERTFLEET_API_BIND") or DEFAULT_API_BIND)
+    )
+
+
+def load_token(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    path = Path(os.environ.get("CERTFLEET_VAR_DIR") or "var") / "admin.token"
+    return path.read_text().strip() if path.exists() else None
+
+
+def client_of(ctx: click.Context) -> ApiClient:
+    return ApiClient(ctx.obj["api_url"], load_token(ctx.obj["token"]))
+
+
+def emit(
+    ctx: click.Context, rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str
+) -> None:
+    if ctx.obj["output"] == "json":
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(format_cell(row.get(c)) for c in columns))
+    console.print(table)
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(str(v) for v in value)
+    return "" if value is None else str(value)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy.exc
 from cryptography import x509
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session, joinedload
 
 from shared import deliveries, events
@@ -91,22 +91,47 @@ class BatchResult:
     certificate_ids: list[int] = field(default_factory=list)
 
 
-def claim(session: Session, request_ids: Sequence[int], now: dt.datetime) -> list[int]:
-    """Move the given queued requests to `signing`; return the IDs this caller now owns."""
+def claim(session: Session, request_ids: Sequence[int], now: dt.datetime) -> dict[int, int]:
+    """Move the given queued requests to `signing`; return the IDs this caller now owns, each
+    with its fencing token (the attempt number the claim gave it)."""
     result = session.execute(
         update(IssuanceRequest)
         .where(IssuanceRequest.id.in_(list(request_ids)), IssuanceRequest.status == "queued")
         .values(status="signing", attempts=IssuanceRequest.attempts + 1, updated_at=now)
+        .returning(IssuanceRequest.id, IssuanceRequest.attempts)
+    )
+    return dict(sorted((row[0], row[1]) for row in result))
+
+
+def still_owned(session: Session, tokens: Mapping[int, int], now: dt.datetime) -> set[int]:
+    """Which claims are still ours, locked until the caller commits. A claim the sweep took
+    back from a worker it thought dead, and that another worker claimed again, has a newer
+    attempt number: the slow worker's results are dropped, so a request is never issued
+    twice."""
+    if not tokens:
+        return set()
+    result = session.execute(
+        update(IssuanceRequest)
+        .where(
+            tuple_(IssuanceRequest.id, IssuanceRequest.attempts).in_(list(tokens.items())),
+            IssuanceRequest.status == "signing",
+        )
+        .values(updated_at=now)
         .returning(IssuanceRequest.id)
     )
-    return sorted(row[0] for row in result)
+    return {row[0] for row in result}
 
 
-def release(session: Session, request_ids: Sequence[int], now: dt.datetime) -> None:
-    """Give claimed rows back to the queue after a transient failure."""
+def release(session: Session, tokens: Mapping[int, int], now: dt.datetime) -> None:
+    """Give claimed rows back to the queue after a transient failure (only those still ours)."""
+    if not tokens:
+        return
     session.execute(
         update(IssuanceRequest)
-        .where(IssuanceRequest.id.in_(list(request_ids)), IssuanceRequest.status == "signing")
+        .where(
+            tuple_(IssuanceRequest.id, IssuanceRequest.attempts).in_(list(tokens.items())),
+            IssuanceRequest.status == "signing",
+        )
         .values(status="queued", updated_at=now)
     )
 
@@ -151,7 +176,7 @@ def sign_request(
 
 
 def store(session: Session, outcomes: Sequence[Signed | Failed], now: dt.datetime) -> list[int]:
-    """Write the batch's results; return the IDs of the new certificates."""
+    """Write the batch's results (of claims still_owned); return the new certificates' IDs."""
     created: list[int] = []
     requests = {
         r.id: r
@@ -251,13 +276,19 @@ def issue_batch(
         return BatchResult([], [], skipped)
     try:
         with db.session() as session:
-            outcomes = _sign_claimed(session, claimed, signers, secrets, clock.now())
+            outcomes = _sign_claimed(session, list(claimed), signers, secrets, clock.now())
         with db.session() as session:
+            owned = still_owned(session, claimed, clock.now())
+            outcomes = [o for o in outcomes if o.request_id in owned]
             certificate_ids = store(session, outcomes, clock.now())
     except Exception:
         with db.session() as session:
             release(session, claimed, clock.now())
         raise
+    lost = sorted(set(claimed) - owned)
+    if lost:
+        log.warning("claims taken over by another worker", extra=fields(request_ids=lost))
+        skipped = sorted([*skipped, *lost])
     issued = [o.request_id for o in outcomes if isinstance(o, Signed)]
     failed = [o.request_id for o in outcomes if isinstance(o, Failed)]
     log.info(

@@ -125,7 +125,7 @@ def test_a_claim_whose_worker_died_is_handed_back(
 ) -> None:
     [request_id] = queue_requests(database, clock, hosts[:1])
     with database.session() as session:
-        assert issuer.claim(session, [request_id], clock.now()) == [request_id]
+        assert issuer.claim(session, [request_id], clock.now()) == {request_id: 1}
     # ... and the worker was killed before it stored anything.
     clock.advance(dt.timedelta(minutes=5))
     assert sweep(database, publish, clock).requests_released == 0  # it may still be working

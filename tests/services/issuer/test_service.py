@@ -459,14 +459,36 @@ def test_release_puts_claimed_rows_back(
         assert host is not None
         issued_id = make_request(session, host, status="issued").id
     with database.session() as session:
-        assert service.claim(session, [*ids, issued_id], clock.now()) == ids
+        tokens = service.claim(session, [*ids, issued_id], clock.now())
+    assert tokens == dict.fromkeys(ids, 1)
     assert {_request(database, i).status for i in ids} == {"signing"}
     with database.session() as session:
-        assert service.claim(session, ids, clock.now()) == []  # already owned
+        assert service.claim(session, ids, clock.now()) == {}  # already owned
     with database.session() as session:
-        service.release(session, [*ids, issued_id], clock.now())
+        service.release(session, {**tokens, issued_id: 0}, clock.now())
     assert {_request(database, i).status for i in ids} == {"queued"}
     assert _request(database, issued_id).status == "issued"
+
+
+def test_a_worker_whose_claim_was_taken_over_stores_nothing(
+    database: Database, world: World, secrets: Secrets, clock: FixedClock
+) -> None:
+    """The sweep hands a slow worker's claim to another worker: only the newer claim may store
+    its certificate, so the request is issued once."""
+    [request_id] = _requests(database, world.host_id, None, None)[:1]
+    with database.session() as session:
+        slow = service.claim(session, [request_id], clock.now())
+    with database.session() as session:  # what the sweep does to a claim it thinks is dead
+        service.release(session, slow, clock.now())
+    with database.session() as session:
+        fast = service.claim(session, [request_id], clock.now())
+    assert fast == {request_id: 2}
+    with database.session() as session:
+        assert service.still_owned(session, slow, clock.now()) == set()
+        service.release(session, slow, clock.now())  # the slow worker's release is fenced too
+    assert _request(database, request_id).status == "signing"
+    with database.session() as session:
+        assert service.still_owned(session, fast, clock.now()) == {request_id}
 
 
 def test_transient_error_releases_the_batch_and_a_retry_issues_it(

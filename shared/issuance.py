@@ -53,6 +53,43 @@ def request_fingerprint(host_id: int, csr_pem: str | None, validity_days: int) -
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def new_request(
+    host: Host,
+    csr: str | None,
+    validity_days: int,
+    idempotency_key: str | None,
+    fingerprint: str,
+    actor: str,
+    now: dt.datetime,
+) -> IssuanceRequest:
+    """An already validated request as a `queued` row, not yet added to a session."""
+    return IssuanceRequest(
+        host=host,
+        csr_pem=csr,
+        validity_days=validity_days,
+        status="queued",
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        requested_by=actor,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def record_requested(session: Session, row: IssuanceRequest, actor: str, now: dt.datetime) -> None:
+    """The audit Event of a stored (flushed) request."""
+    events.record(
+        session,
+        "issuance.requested",
+        actor,
+        at=now,
+        site_id=row.host.site_id,
+        host_id=row.host_id,
+        subject=("issuance_request", row.id),
+        key_source="csr" if row.csr_pem else "server",
+    )
+
+
 def store_request(
     session: Session,
     host: Host,
@@ -64,29 +101,10 @@ def store_request(
     now: dt.datetime,
 ) -> IssuanceRequest:
     """Save an already validated request as `queued` (the caller commits, then publishes)."""
-    row = IssuanceRequest(
-        host=host,
-        csr_pem=csr,
-        validity_days=validity_days,
-        status="queued",
-        idempotency_key=idempotency_key,
-        request_hash=fingerprint,
-        requested_by=actor,
-        created_at=now,
-        updated_at=now,
-    )
+    row = new_request(host, csr, validity_days, idempotency_key, fingerprint, actor, now)
     session.add(row)
     session.flush()
-    events.record(
-        session,
-        "issuance.requested",
-        actor,
-        at=now,
-        site_id=host.site_id,
-        host_id=host.id,
-        subject=("issuance_request", row.id),
-        key_source="csr" if csr else "server",
-    )
+    record_requested(session, row, actor, now)
     return row
 
 

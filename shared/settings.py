@@ -38,6 +38,11 @@ class Settings:
     smtp_port: int = 25
     smtp_from: str | None = None
     smtp_starttls: bool = False
+    # The sweep: how often it runs, how long a queued request or a due delivery waits before
+    # its message is sent again, and when a claim (`signing`) counts as its worker's death.
+    sweep_interval_s: float = 60.0
+    sweep_grace_s: float = 120.0
+    sweep_stale_signing_s: float = 900.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +117,11 @@ class Settings:
             smtp_port=get_int("SMTP_PORT", 25),
             smtp_from=get("SMTP_FROM"),
             smtp_starttls=(get("SMTP_STARTTLS", "false") or "").lower() in ("1", "true", "yes"),
+            sweep_interval_s=get_float("SWEEP_INTERVAL", cls.sweep_interval_s, 1, 3600),
+            sweep_grace_s=get_float("SWEEP_GRACE", cls.sweep_grace_s, 1, 86400),
+            sweep_stale_signing_s=get_float(
+                "SWEEP_STALE_SIGNING", cls.sweep_stale_signing_s, 1, 86400
+            ),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -70,17 +70,28 @@ class Stack:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.commands():
+            self.spawn(name)
+
+    def spawn(self, name: str) -> None:
+        """Start one of the processes (again), appending to its log."""
         env = {**os.environ, **self.env, "CERTFLEET_API_BIND": self.bind}
-        for name, command in self.commands().items():
-            log = (self.log_dir / f"{name}.log").open("ab")
+        with (self.log_dir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                command,
+                self.commands()[name],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one process and everything it started (a Celery worker's pool), and wait."""
+        process = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        process.wait()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@ celery -A services.expiry_watcher.tasks beat    (LockedScheduler: one active bea
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import os
@@ -41,13 +42,13 @@ app.conf.beat_schedule = {
     name: {
         "task": task,
         "schedule": every,
-        "options": {"queue": QUEUE_EXPIRY, "expires": every - 5},
+        "options": {"queue": queue, "expires": every * 0.9},
     }
-    for name, task, every in (
-        ("sweep", TASK_SWEEP, 60.0),
-        ("renew", TASK_RENEW, 300.0),
-        ("notify", TASK_NOTIFY, 300.0),
-        ("campaigns", TASK_ADVANCE_CAMPAIGNS, 15.0),
+    for name, task, every, queue in (
+        ("sweep", TASK_SWEEP, settings.sweep_interval_s, QUEUE_EXPIRY),
+        ("renew", TASK_RENEW, 300.0, QUEUE_EXPIRY),
+        ("notify", TASK_NOTIFY, 300.0, QUEUE_EXPIRY),
+        ("campaigns", TASK_ADVANCE_CAMPAIGNS, 15.0, QUEUE_EXPIRY),
     )
 }
 
@@ -84,7 +85,11 @@ def _init_process(**_: Any) -> None:
 def sweep(self: Task) -> dict[str, int]:
     """Re-enqueue whatever a lost message left behind. Idempotent: safe to run twice."""
     rt = runtime()
-    report = sweeping.sweep(rt.db, rt.publisher.publish, rt.clock)
+    limits = sweeping.SweepLimits(
+        grace=dt.timedelta(seconds=settings.sweep_grace_s),
+        stale_signing=dt.timedelta(seconds=settings.sweep_stale_signing_s),
+    )
+    report = sweeping.sweep(rt.db, rt.publisher.publish, rt.clock, limits)
     if report.total:
         log.info("sweep re-enqueued work", extra={"fields": report.__dict__})
     return dict(report.__dict__)

@@ -17,6 +17,8 @@ QUEUE_EXPIRY = "expiry"
 
 TASK_ISSUE_BATCH = "certfleet.issuer.issue_batch"
 TASK_CREATE_AUTHORITY = "certfleet.issuer.create_authority"
+TASK_PUBLISH_CRL = "certfleet.issuer.publish_crl"
+TASK_REFRESH_CRLS = "certfleet.issuer.refresh_crls"
 TASK_DISTRIBUTE_CERTIFICATES = "certfleet.distributor.distribute_certificates"
 TASK_DISTRIBUTE_TRUST = "certfleet.distributor.distribute_trust"
 TASK_DELIVER = "certfleet.distributor.deliver"
@@ -49,6 +51,16 @@ def issue_batch(request_ids: Sequence[int]) -> Message:
 
 def create_authority(authority_id: int) -> Message:
     return Message(TASK_CREATE_AUTHORITY, QUEUE_ISSUE, {"authority_id": int(authority_id)})
+
+
+def publish_crl(authority_id: int) -> Message:
+    """Sign and store a fresh CRL for the authority (after a revocation)."""
+    return Message(TASK_PUBLISH_CRL, QUEUE_ISSUE, {"authority_id": int(authority_id)})
+
+
+def refresh_crls() -> Message:
+    """Re-sign every CRL that is missing, half expired or older than a revocation (periodic)."""
+    return Message(TASK_REFRESH_CRLS, QUEUE_ISSUE, {})
 
 
 def distribute_certificates(certificate_ids: Sequence[int]) -> Message:

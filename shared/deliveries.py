@@ -214,15 +214,14 @@ def needs_probe(delivery: Delivery) -> bool:
 
 
 def stale_reason(delivery: Delivery) -> str | None:
-    """A certificate that is no longer active must never be pushed over its successor."""
+    """A certificate that is no longer active (superseded, revoked, expired) must never be
+    pushed to its host."""
     certificate = delivery.certificate
-    if (
-        delivery.kind == "certificate"
-        and certificate is not None
-        and certificate.status != "active"
-    ):
-        return f"the certificate is {certificate.status}; its successor is delivered instead"
-    return None
+    if delivery.kind != "certificate" or certificate is None or certificate.status == "active":
+        return None
+    if certificate.status == "superseded":
+        return "the certificate is superseded; its successor is delivered instead"
+    return f"the certificate is {certificate.status}: it is not delivered"
 
 
 def expected_fingerprint(delivery: Delivery) -> str | None:

@@ -34,6 +34,7 @@ class Settings:
     issue_batch_size: int = 100
     task_time_limit_s: int = 300
     probe_delay_s: float = 5.0
+    crl_validity_days: int = 7
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str | None = None
@@ -113,6 +114,7 @@ class Settings:
             issue_batch_size=get_int("ISSUE_BATCH_SIZE", cls.issue_batch_size),
             task_time_limit_s=get_int("TASK_TIME_LIMIT", cls.task_time_limit_s),
             probe_delay_s=get_float("PROBE_DELAY", cls.probe_delay_s, 0.05, 3600),
+            crl_validity_days=get_int("CRL_VALIDITY_DAYS", cls.crl_validity_days),
             smtp_host=get("SMTP_HOST"),
             smtp_port=get_int("SMTP_PORT", 25),
             smtp_from=get("SMTP_FROM"),

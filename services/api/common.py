@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session
 from werkzeug.routing import IntegerConverter, Map
 
 from services.api.context import runtime
-from shared.contracts import MAX_IDS_PER_MESSAGE, chunked, distribute_trust, issue_batch
+from shared.contracts import (
+    MAX_IDS_PER_MESSAGE,
+    chunked,
+    distribute_trust,
+    issue_batch,
+    publish_crl,
+)
 from shared.errors import NotFound, Unavailable, ValidationFailed
 
 T = TypeVar("T")
@@ -116,5 +122,17 @@ def publish_trust(host_ids: Sequence[int]) -> bool:
             runtime().publisher.publish(distribute_trust(chunk))
     except (redis.exceptions.RedisError, KombuOperationalError, OSError):
         log.warning("trust distribution could not be queued")
+        return False
+    return True
+
+
+def queue_crl_refresh(authority_id: int) -> bool:
+    """Ask the issuer to re-sign the authority's CRL. Like publish_trust, a Redis outage is
+    logged and reported, not raised: the issuer's periodic refresh sees that the stored CRL
+    is older than the latest revocation and publishes it then."""
+    try:
+        runtime().publisher.publish(publish_crl(authority_id))
+    except (redis.exceptions.RedisError, KombuOperationalError, OSError):
+        log.warning("crl refresh could not be queued")
         return False
     return True

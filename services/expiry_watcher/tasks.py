@@ -22,8 +22,10 @@ from services.expiry_watcher.channels import ChannelFactory, SmtpRelay, make_fac
 from shared.clock import SystemClock
 from shared.contracts import (
     QUEUE_EXPIRY,
+    QUEUE_ISSUE,
     TASK_ADVANCE_CAMPAIGNS,
     TASK_NOTIFY,
+    TASK_REFRESH_CRLS,
     TASK_RENEW,
     TASK_SWEEP,
 )
@@ -38,6 +40,8 @@ settings = Settings.from_env()
 app = make_celery(settings, "certfleet-expiry-watcher")
 app.conf.beat_scheduler = "services.expiry_watcher.beat:LockedScheduler"
 # Each entry expires before the next one is due: a backlog of missed runs is not replayed.
+# CRLs are signed by the issuer (the only holder of the CA passphrase): that entry goes to
+# its queue.
 app.conf.beat_schedule = {
     name: {
         "task": task,
@@ -49,6 +53,7 @@ app.conf.beat_schedule = {
         ("renew", TASK_RENEW, 300.0, QUEUE_EXPIRY),
         ("notify", TASK_NOTIFY, 300.0, QUEUE_EXPIRY),
         ("campaigns", TASK_ADVANCE_CAMPAIGNS, 15.0, QUEUE_EXPIRY),
+        ("crls", TASK_REFRESH_CRLS, 3600.0, QUEUE_ISSUE),
     )
 }
 

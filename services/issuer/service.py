@@ -20,18 +20,18 @@ from cryptography import x509
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session, joinedload
 
-from shared import deliveries, events
+from shared import crls, deliveries, events
 from shared.authorities import generate_material, load_signer
 from shared.clock import Clock
 from shared.db.models import Authority, Certificate, Host, IssuanceRequest, Site
 from shared.db.session import Database
-from shared.errors import CertfleetError
+from shared.errors import CertfleetError, Conflict
 from shared.issuance import check_csr_for_host, site_policy, subject_names
 from shared.logging import fields
 from shared.pki.ca import IssuedCa
 from shared.pki.export import fingerprint_sha256, serial_hex, to_pem
 from shared.pki.keys import encrypt_private_key, generate_rsa_key
-from shared.pki.profiles import XPROTECT_SERVER, ServerProfile
+from shared.pki.profiles import DEFAULT_CRL, XPROTECT_SERVER, CrlProfile, ServerProfile
 from shared.pki.signing import sign_server_certificate
 from shared.renewal import renewal_due_at
 
@@ -397,3 +397,77 @@ def client_host_ids(db: Database) -> list[int]:
     """Every client host: they need the trust bundle again when an authority is added."""
     with db.session() as session:
         return deliveries.client_host_ids(session)
+
+
+# A CRL is replaced by compare-and-set on its number; a worker that keeps losing to others
+# gives up after this many tries (each loss means someone else published a fresh one).
+CRL_ATTEMPTS = 5
+
+
+def publish_crl(
+    db: Database,
+    authority_id: int,
+    signers: SignerCache,
+    secrets: Secrets,
+    clock: Clock,
+    profile: CrlProfile = DEFAULT_CRL,
+) -> int | None:
+    """Sign and store the authority's next CRL; return its CRL Number, or None when the
+    authority cannot sign (unknown, not yet made, retired). Only the issuer runs this: it is
+    the one process that decrypts CA keys."""
+    for _attempt in range(CRL_ATTEMPTS):
+        with db.session() as session:
+            authority = session.get(Authority, authority_id)
+            if (
+                authority is None
+                or authority.status not in crls.SIGNING_STATUSES
+                or authority.certificate_pem is None
+            ):
+                return None
+            signer = signers.get(authority, secrets.ca_passphrase)
+            number = crls.store_next_crl(
+                session, authority, signer, now=clock.now(), profile=profile
+            )
+        if number is not None:
+            log.info("crl published", extra=fields(authority_id=authority_id, number=number))
+            return number
+    raise Conflict(f"the CRL of authority {authority_id} kept changing under this worker")
+
+
+def refresh_due_crls(
+    db: Database,
+    signers: SignerCache,
+    secrets: Secrets,
+    clock: Clock,
+    profile: CrlProfile = DEFAULT_CRL,
+) -> list[int]:
+    """Publish a CRL for every authority that needs one (none yet, half its validity gone, or
+    older than a revocation); for a periodic beat. Returns the authorities refreshed; one
+    that cannot sign is logged and does not stop the others."""
+    with db.session() as session:
+        due = crls.due_authority_ids(session, clock.now(), profile)
+    refreshed: list[int] = []
+    for authority_id in due:
+        try:
+            number = publish_crl(db, authority_id, signers, secrets, clock, profile)
+        except CertfleetError as exc:
+            log.warning(
+                "crl not published", extra=fields(authority_id=authority_id, error=exc.message)
+            )
+            continue
+        if number is not None:
+            refreshed.append(authority_id)
+    return refreshed
+
+
+def crl_failed(db: Database, authority_id: int, reason: str, clock: Clock) -> None:
+    """Record that publishing a CRL failed for good (the beat will try again later)."""
+    with db.session() as session:
+        events.record(
+            session,
+            "crl.failed",
+            ACTOR,
+            at=clock.now(),
+            subject=("authority", authority_id),
+            reason=reason,
+        )

@@ -22,12 +22,15 @@ from shared.contracts import (
     MAX_IDS_PER_MESSAGE,
     TASK_CREATE_AUTHORITY,
     TASK_ISSUE_BATCH,
+    TASK_PUBLISH_CRL,
+    TASK_REFRESH_CRLS,
     chunked,
     distribute_certificates,
     distribute_trust,
 )
 from shared.db.session import Database
 from shared.logging import bind, configure_logging, unbind
+from shared.pki.profiles import CrlProfile
 from shared.queue import CeleryPublisher, make_celery
 from shared.settings import Settings
 
@@ -49,6 +52,7 @@ class Runtime:
     secrets: service.Secrets
     clock: SystemClock
     publisher: CeleryPublisher
+    crl_profile: CrlProfile
 
 
 @functools.cache
@@ -60,6 +64,7 @@ def runtime() -> Runtime:
         secrets=service.Secrets(settings.ca_key_passphrase, settings.data_key),
         clock=SystemClock(),
         publisher=CeleryPublisher(app),
+        crl_profile=CrlProfile(validity_days=settings.crl_validity_days),
     )
 
 
@@ -138,3 +143,28 @@ def create_authority(self: Task, authority_id: int) -> str:
         for chunk in chunked(service.client_host_ids(rt.db), MAX_IDS_PER_MESSAGE):
             rt.publisher.publish(distribute_trust(chunk))
     return status
+
+
+@app.task(name=TASK_PUBLISH_CRL, bind=True, max_retries=MAX_RETRIES, acks_late=True)
+def publish_crl(self: Task, authority_id: int) -> int | None:
+    rt = runtime()
+    return run_or_give_up(
+        self,
+        lambda: service.publish_crl(
+            rt.db, authority_id, rt.signers, rt.secrets, rt.clock, rt.crl_profile
+        ),
+        lambda reason: service.crl_failed(rt.db, authority_id, reason, rt.clock),
+        "publishing the CRL",
+    )
+
+
+@app.task(name=TASK_REFRESH_CRLS, bind=True, max_retries=MAX_RETRIES, acks_late=True)
+def refresh_crls(self: Task) -> list[int]:
+    """For the beat: every CRL that is due, in one run (failures are per authority)."""
+    rt = runtime()
+    return run_or_give_up(
+        self,
+        lambda: service.refresh_due_crls(rt.db, rt.signers, rt.secrets, rt.clock, rt.crl_profile),
+        lambda _reason: None,
+        "refreshing CRLs",
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -65,6 +66,25 @@ class Authority(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     parent: Mapped[Authority | None] = relationship(remote_side=[id])
+
+
+class AuthorityCrl(Base):
+    """An authority's current CRL (DER), signed by the issuer and served by the API.
+
+    `number` is the CRL Number of `der` and the counter the next CRL continues from; it is only
+    ever replaced by a compare-and-set on its previous value. `revoked_count` is how many of
+    the authority's certificates were revoked when `der` was built: more now means a newer
+    revocation is missing from it (revocation is final, so the count never drops)."""
+
+    __tablename__ = "authority_crls"
+
+    authority_id: Mapped[int] = mapped_column(ForeignKey("authorities.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger)
+    der: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    this_update: Mapped[dt.datetime]
+    next_update: Mapped[dt.datetime]
+    revoked_count: Mapped[int] = mapped_column(Integer, default=0)
+    entries: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Site(Base):

@@ -7,6 +7,7 @@ KU digitalSignature + keyEncipherment, CA:FALSE, every name in the SAN, CN = fir
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 ALLOWED_RSA_BITS = (2048, 3072, 4096)
@@ -31,5 +32,27 @@ class CaProfile:
     intermediate_validity_days: int = 1825
 
 
+@dataclass(frozen=True)
+class CrlProfile:
+    """How long a CRL is valid. The issuer replaces it once half of that has passed, and a
+    revoked certificate stays listed for one validity period after it expires, so that it
+    appears on at least one regularly scheduled CRL beyond its own validity (RFC 5280, 3.3)."""
+
+    validity_days: int = 7
+
+    @property
+    def validity(self) -> dt.timedelta:
+        return dt.timedelta(days=self.validity_days)
+
+    @property
+    def refresh_before(self) -> dt.timedelta:
+        return self.validity / 2
+
+    @property
+    def keep_expired(self) -> dt.timedelta:
+        return self.validity
+
+
 XPROTECT_SERVER = ServerProfile()
 DEFAULT_CA = CaProfile()
+DEFAULT_CRL = CrlProfile()

@@ -153,6 +153,17 @@ def test_superseded_certificate_is_stale(
         assert "superseded" in (deliveries.stale_reason(row) or "")
 
 
+def test_a_revoked_certificate_is_never_pushed(
+    database: Database, world: World, clock: FixedClock
+) -> None:
+    with database.session() as session:
+        [delivery_id] = deliveries.plan_certificates(session, [world.certificate_id], clock.now())
+        row = session.get_one(Delivery, delivery_id)
+        assert deliveries.stale_reason(row) is None
+        row.certificate.status = "revoked"
+        assert deliveries.stale_reason(row) == "the certificate is revoked: it is not delivered"
+
+
 def test_probe_backoff_starts_from_its_own_base() -> None:
     base = dt.timedelta(seconds=2)
     assert [deliveries.probe_backoff(n, base).total_seconds() for n in (1, 2, 3)] == [2, 4, 8]

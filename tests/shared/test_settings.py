@@ -132,3 +132,10 @@ def test_required_secrets() -> None:
 )
 def test_normalize_database_url(url: str, expected: str) -> None:
     assert normalize_database_url(url) == expected
+
+
+def test_crl_validity_days() -> None:
+    assert Settings.from_env({}).crl_validity_days == 7
+    assert Settings.from_env({"CERTFLEET_CRL_VALIDITY_DAYS": "3"}).crl_validity_days == 3
+    with pytest.raises(ConfigError, match="CERTFLEET_CRL_VALIDITY_DAYS must be at least 1"):
+        Settings.from_env({"CERTFLEET_CRL_VALIDITY_DAYS": "0"})

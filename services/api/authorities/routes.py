@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, url_for
+from flask import Response, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from services.api.auth import principal, requires
 from services.api.authorities import service
-from services.api.authorities.schemas import AuthorityInSchema, AuthorityOutSchema, TrustPushSchema
+from services.api.authorities.schemas import (
+    AuthorityInSchema,
+    AuthorityOutSchema,
+    CrlArgs,
+    TrustPushSchema,
+)
 from services.api.common import publish_trust
 from services.api.context import runtime
 from shared.authorities import certificate_of, trust_anchors
@@ -24,6 +29,8 @@ blp = Blueprint(
 )
 
 PEM = "application/x-pem-file"
+CRL_DER = "application/pkix-crl"
+CRL_TYPES = {"der": CRL_DER, "pem": PEM}
 
 
 @blp.route("/authorities")
@@ -59,6 +66,28 @@ class AuthorityById(MethodView):
 def authority_certificate(authority_id: int) -> Response:
     row = service.get_authority(runtime().session(), authority_id)
     return Response(to_pem(certificate_of(row)), mimetype=PEM)
+
+
+@blp.route("/authorities/<int:authority_id>/crl")
+@blp.doc(security=[])
+@blp.arguments(CrlArgs, location="query")
+@blp.response(200, content_type=CRL_DER, description="The CA's current CRL (public)")
+def authority_crl(args: dict[str, Any], authority_id: int) -> Response:
+    """DER by default; PEM with `?format=pem` or `Accept: application/x-pem-file`.
+    404 until the issuer has published the authority's first CRL."""
+    rt = runtime()
+    stored = service.current_crl(rt.session(), authority_id)
+    fmt = args["format"] or (
+        "pem" if request.accept_mimetypes.best_match([CRL_DER, PEM], CRL_DER) == PEM else "der"
+    )
+    response = Response(service.crl_body(stored, fmt), mimetype=CRL_TYPES[fmt])
+    response.set_etag(f"crl-{authority_id}-{stored.number}-{fmt}")
+    response.last_modified = stored.this_update
+    response.cache_control.public = True
+    response.cache_control.max_age = service.crl_max_age(stored, rt.clock.now())
+    response.vary.add("Accept")
+    response.make_conditional(request)  # 304 for a matching If-None-Match
+    return response
 
 
 @blp.route("/trust-bundle")

@@ -45,3 +45,11 @@ class AuthorityOutSchema(ma.Schema):
 class TrustPushSchema(ma.Schema):
     hosts = ma.fields.Integer(metadata={"description": "client hosts the bundle goes to"})
     queued = ma.fields.Boolean()
+
+
+class CrlArgs(ma.Schema):
+    format = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.OneOf(("der", "pem")),
+        metadata={"description": "der or pem; without it, the Accept header decides (DER)"},
+    )

@@ -10,14 +10,36 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.api.common import get_or_404
-from shared import events
-from shared.db.models import Authority
-from shared.errors import Conflict, ValidationFailed
+from shared import crls, events
+from shared.db.models import Authority, AuthorityCrl
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.pki.crl import der_to_pem
 from shared.pki.profiles import DEFAULT_CA
+
+# Clients may reuse a CRL this long (never past its nextUpdate); revalidation is cheap with
+# the ETag, and a revocation reaches them within minutes instead of a CRL period.
+CRL_MAX_AGE = dt.timedelta(minutes=5)
 
 
 def get_authority(session: Session, authority_id: int) -> Authority:
     return get_or_404(session, Authority, authority_id, "authority")
+
+
+def current_crl(session: Session, authority_id: int) -> AuthorityCrl:
+    get_authority(session, authority_id)
+    stored = crls.stored_crl(session, authority_id)
+    if stored is None:
+        raise NotFound(f"authority {authority_id} has no CRL yet")
+    return stored
+
+
+def crl_body(stored: AuthorityCrl, fmt: str) -> bytes:
+    return stored.der if fmt == "der" else der_to_pem(stored.der)
+
+
+def crl_max_age(stored: AuthorityCrl, now: dt.datetime) -> int:
+    remaining = min(stored.next_update - now, CRL_MAX_AGE)
+    return max(0, int(remaining.total_seconds()))
 
 
 def request_authority(

@@ -15,11 +15,14 @@ from services.api.certificates.schemas import (
     CertificateOutSchema,
     CertificatePageSchema,
     PfxInSchema,
+    RevocationOutSchema,
+    RevokeInSchema,
 )
-from services.api.common import decode_cursor, page_of, publish_issuance
+from services.api.common import decode_cursor, page_of, publish_issuance, queue_crl_refresh
 from services.api.context import runtime
 from services.api.issuance.schemas import IssuanceOutSchema
 from shared.db.models import Certificate
+from shared.errors import Unavailable
 from shared.pki.export import to_der
 
 blp = Blueprint(
@@ -113,3 +116,28 @@ def renew_certificate(certificate_id: int) -> Any:
     publish_issuance([request.id])
     location = url_for("issuance.IssuanceRequestById", request_id=request.id)
     return request, 202, {"Location": location}
+
+
+@blp.route("/<int:certificate_id>/revoke", methods=["POST"])
+@requires("operator")
+@blp.arguments(RevokeInSchema)
+@blp.response(200, RevocationOutSchema)
+def revoke_certificate(data: dict[str, Any], certificate_id: int) -> dict[str, Any]:
+    """Revoke for good (409 if already revoked or expired). The issuer re-signs the
+    authority's CRL right after; `renew` also starts a renewal of an active certificate."""
+    rt = runtime()
+    session = rt.session()
+    row = service.get_certificate(session, certificate_id)
+    who = principal()
+    who.require_write(row.host.site_id)
+    renewal = service.revoke(
+        session, row, reason=data["reason"], renew=data["renew"], who=who, now=rt.clock.now()
+    )
+    session.commit()
+    queued = queue_crl_refresh(row.authority_id)
+    if renewal is not None:
+        try:
+            publish_issuance([renewal.id])
+        except Unavailable:
+            queued = False  # the request stays `queued`; the sweep enqueues it again
+    return {"certificate": row, "renewal_request": renewal, "queued": queued}

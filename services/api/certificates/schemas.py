@@ -7,7 +7,9 @@ import datetime as dt
 import marshmallow as ma
 
 from services.api.common import PageArgs
+from services.api.issuance.schemas import IssuanceOutSchema
 from shared.db.models import CERTIFICATE_STATUSES
+from shared.pki.crl import REVOCATION_REASONS, RFC5280_REASONS, UNSUPPORTED_REASONS
 from shared.pki.export import MIN_PFX_PASSWORD
 
 
@@ -39,6 +41,8 @@ class CertificateOutSchema(ma.Schema):
     authority_id = ma.fields.Integer()
     request_id = ma.fields.Integer(allow_none=True)
     superseded_by_id = ma.fields.Integer(allow_none=True)
+    revoked_at = ma.fields.DateTime(allow_none=True)
+    revocation_reason = ma.fields.String(allow_none=True)
     created_at = ma.fields.DateTime()
 
 
@@ -52,3 +56,32 @@ class PfxInSchema(ma.Schema):
         required=True, load_only=True, validate=ma.validate.Length(min=MIN_PFX_PASSWORD, max=200)
     )
     friendly_name = ma.fields.String(load_default=None, validate=ma.validate.Length(max=200))
+
+
+class RevokeInSchema(ma.Schema):
+    reason = ma.fields.String(
+        load_default="unspecified",
+        validate=ma.validate.OneOf(RFC5280_REASONS),
+        metadata={
+            "description": "RFC 5280 reason: "
+            + ", ".join(REVOCATION_REASONS)
+            + " ("
+            + " and ".join(UNSUPPORTED_REASONS)
+            + " are refused: certfleet cannot un-revoke)"
+        },
+    )
+    renew = ma.fields.Boolean(
+        load_default=False,
+        metadata={"description": "also renew now (an active certificate's host needs one)"},
+    )
+
+
+class RevocationOutSchema(ma.Schema):
+    certificate = ma.fields.Nested(CertificateOutSchema)
+    renewal_request = ma.fields.Nested(IssuanceOutSchema, allow_none=True)
+    queued = ma.fields.Boolean(
+        metadata={
+            "description": "the CRL refresh (and renewal) reached the queue; if not, the "
+            "issuer's periodic CRL refresh and the sweep catch up"
+        }
+    )

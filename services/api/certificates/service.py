@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, joinedload, undefer
 
 from services.api.auth import Principal
@@ -15,6 +15,7 @@ from shared.authorities import chain_above
 from shared.db.models import Certificate, Host, IssuanceRequest, Site
 from shared.errors import ConfigError, Conflict, KeyUnavailable, NotFound
 from shared.issuance import renewal_request
+from shared.pki.crl import reason_flag
 from shared.pki.export import pem_chain, to_pfx
 from shared.pki.keys import decrypt_private_key
 
@@ -116,3 +117,54 @@ def force_renewal(
         return pending  # already on its way: renewing twice would help nobody
     certificate.next_renewal_at = None
     return renewal_request(session, certificate, actor=who.actor, now=now)
+
+
+REVOCABLE = ("active", "superseded")
+
+
+def revoke(
+    session: Session,
+    certificate: Certificate,
+    *,
+    reason: str,
+    renew: bool,
+    who: Principal,
+    now: dt.datetime,
+) -> IssuanceRequest | None:
+    """Revoke an active or superseded certificate for good; with `renew`, also start the
+    renewal an active one's host now needs. The caller commits, then asks the issuer for a
+    fresh CRL (and publishes the renewal). Returns the renewal request, if any."""
+    reason_flag(reason)
+    if certificate.status not in REVOCABLE:
+        raise Conflict(f"certificate {certificate.id} is {certificate.status}, not revocable")
+    if certificate.not_after <= now:
+        raise Conflict(f"certificate {certificate.id} has expired; no client accepts it anyway")
+    renewal = None
+    if renew:
+        if reason == "keyCompromise" and certificate.key_source == "csr":
+            raise Conflict(
+                "the host holds this compromised key: a renewal would certify it again; "
+                "request a certificate with a CSR for a new key instead"
+            )
+        renewal = force_renewal(session, certificate, who=who, now=now)
+    claimed = session.execute(
+        update(Certificate)
+        .where(Certificate.id == certificate.id, Certificate.status.in_(REVOCABLE))
+        .values(status="revoked", revoked_at=now, revocation_reason=reason)
+        .returning(Certificate.id)
+    ).first()
+    if claimed is None:  # revoked by a concurrent request since it was read
+        raise Conflict(f"certificate {certificate.id} is already revoked")
+    events.record(
+        session,
+        "certificate.revoked",
+        who.actor,
+        at=now,
+        site_id=certificate.host.site_id,
+        host_id=certificate.host_id,
+        subject=("certificate", certificate.id),
+        reason=reason,
+        serial=certificate.serial,
+        renewal_request_id=renewal.id if renewal is not None else None,
+    )
+    return renewal

@@ -60,24 +60,22 @@ def test_only_the_lock_holder_schedules_and_the_standby_takes_over(app: Celery) 
     second.close()
 
 
-def test_the_watchers_schedule_drives_sweep_renewal_and_notices_on_the_expiry_queue() -> None:
+def test_the_watchers_schedule_drives_sweep_renewal_notices_campaigns_and_crls() -> None:
     from services.expiry_watcher import tasks
-    from shared.contracts import (
-        QUEUE_EXPIRY,
-        TASK_ADVANCE_CAMPAIGNS,
-        TASK_NOTIFY,
-        TASK_RENEW,
-        TASK_SWEEP,
-    )
+    from services.issuer import tasks as issuer_tasks
+    from shared import contracts
 
-    schedule = tasks.app.conf.beat_schedule
-    assert {entry["task"] for entry in schedule.values()} == {
-        TASK_SWEEP,
-        TASK_RENEW,
-        TASK_NOTIFY,
-        TASK_ADVANCE_CAMPAIGNS,
+    schedule = {entry["task"]: entry for entry in tasks.app.conf.beat_schedule.values()}
+    own = {
+        contracts.TASK_SWEEP,
+        contracts.TASK_RENEW,
+        contracts.TASK_NOTIFY,
+        contracts.TASK_ADVANCE_CAMPAIGNS,
     }
-    for entry in schedule.values():
-        assert entry["task"] in tasks.app.tasks, entry["task"]
-        assert entry["options"]["queue"] == QUEUE_EXPIRY
+    assert set(schedule) == own | {contracts.TASK_REFRESH_CRLS}
+    for name, entry in schedule.items():
+        worker = tasks.app if name in own else issuer_tasks.app
+        assert name in worker.tasks, name
+        queue = contracts.QUEUE_EXPIRY if name in own else contracts.QUEUE_ISSUE
+        assert entry["options"]["queue"] == queue
         assert 0 < entry["options"]["expires"] < entry["schedule"]

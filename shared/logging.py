@@ -45,7 +45,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # The process's real stderr: in a Celery pool process sys.stderr is a proxy that feeds
+    # lines back into logging, and what is written through it from a task's handler is lost.
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

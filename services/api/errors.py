@@ -46,6 +46,9 @@ class ErrorSchema(ma.Schema):
     code = ma.fields.String(metadata={"description": "machine-readable error code"})
     message = ma.fields.String(metadata={"description": "what went wrong, for a person"})
     errors = ma.fields.Dict(metadata={"description": "details, e.g. per field"})
+    retry_after = ma.fields.Integer(
+        metadata={"description": "503 only: seconds to wait before retrying (as Retry-After)"}
+    )
 
 
 Payload = tuple[dict[str, Any], int, dict[str, str]]
@@ -71,17 +74,20 @@ def http_error(error: HTTPException) -> Payload:
 
 def domain_error(error: CertfleetError) -> Payload:
     status = next((s for cls, s in STATUS_BY_ERROR if isinstance(error, cls)), 400)
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
-    return body(error.code, error.message, error.errors), status, headers
+    if status == 503:
+        return retry_later(body(error.code, error.message, error.errors))
+    return body(error.code, error.message, error.errors), status, {}
 
 
 def unavailable(error: Exception) -> Payload:
     log.warning("dependency unavailable", extra={"fields": {"error": type(error).__name__}})
-    return (
-        body("unavailable", "the database or queue is unreachable; retry shortly"),
-        503,
-        {"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
+    return retry_later(body("unavailable", "the database or queue is unreachable; retry shortly"))
+
+
+def retry_later(payload: dict[str, Any]) -> Payload:
+    """A 503 says when to come back, in the header and in the body."""
+    payload["retry_after"] = RETRY_AFTER_SECONDS
+    return payload, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def unexpected(error: Exception) -> Payload:

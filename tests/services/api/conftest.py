@@ -107,7 +107,8 @@ def assert_error_shape(payload: Any) -> None:
     assert isinstance(payload, dict), payload
     assert isinstance(payload.get("code"), str) and payload["code"], payload
     assert isinstance(payload.get("message"), str) and payload["message"], payload
-    assert set(payload) <= {"code", "message", "errors"}, payload
+    assert set(payload) <= {"code", "message", "errors", "retry_after"}, payload
+    assert ("retry_after" in payload) == (payload["code"] == "unavailable"), payload
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ def test_readyz_is_503_when_redis_is_unreachable(api: ApiHarness) -> None:
     assert response.headers["Retry-After"].isdigit()
     payload = response.get_json()
     assert_error_shape(payload)
+    assert payload["retry_after"] == int(response.headers["Retry-After"])
     assert payload["errors"] == {"database": "ok", "redis": "unreachable"}
 
 

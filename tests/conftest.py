@@ -50,24 +50,25 @@ def libpq_url(sqlalchemy_url: str) -> str:
 # --- Redis -------------------------------------------------------------------------------
 
 
-def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server without persistence, on a free port or on `port` (a restart)."""
     log = workdir / "redis.log"
     for _attempt in range(5):
-        port = free_port()
+        chosen = port or free_port()
         process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            [REDIS_SERVER, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+        client = redis.Redis(host="127.0.0.1", port=chosen, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 10
         try:
             while time.monotonic() < deadline and process.poll() is None:
                 try:
                     # Our server, not another one that took the port between bind and start.
                     if client.info("server")["process_id"] == process.pid:
-                        return process, port
+                        return process, chosen
                 except redis.exceptions.ConnectionError:
                     time.sleep(0.05)
         finally:

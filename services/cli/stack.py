@@ -110,15 +110,18 @@ class Stack:
         raise CliError(f"the API did not become ready within {timeout:.0f}s")
 
     def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM to each leader only: gunicorn and Celery then stop their own workers after
+        the current request or task (a signal to the whole group would kill a Celery pool
+        process mid-task). Whatever is left after `timeout` is killed."""
         for process in self.processes.values():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signal.SIGTERM)
         for process in self.processes.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # stragglers of its group
+            process.wait()
         self.processes.clear()
 
     def __enter__(self) -> Stack:

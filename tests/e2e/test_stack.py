@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -221,13 +224,82 @@ def test_cli_errors_are_readable(running: Running, tmp_path: Path) -> None:
     assert wrong.returncode == 1 and "not valid" in wrong.stderr
 
 
-def test_no_secret_reaches_logs(running: Running) -> None:
+# The DER header of an unencrypted PKCS#8 RSA key (version 0, rsaEncryption), as hex.
+PKCS8_RSA_HEADER = "020100300d06092a864886f70d0101010500"
+
+
+class RedisMonitor:
+    """Every command the Redis server receives while it runs (MONITOR), as text."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.seen: list[str] = []
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+
+    def _listen(self) -> None:
+        try:
+            with self.client.monitor() as monitor:
+                self.monitor = monitor
+                for command in monitor.listen():
+                    self.seen.append(str(command.get("command", "")))
+        except (redis.RedisError, OSError, ValueError, AttributeError):
+            return  # closed by stop()
+
+    def __enter__(self) -> RedisMonitor:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not hasattr(self, "monitor") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        time.sleep(0.5)  # let the last replies arrive
+        self.monitor.connection.disconnect()
+        self.thread.join(timeout=10)
+
+
+def database_dump(url: str) -> str:
+    """The whole database as text: what a backup or a stolen dump holds."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with sqlite3.connect(parsed.database or "") as conn:
+            return "\n".join(conn.iterdump())
+    return subprocess.run(
+        ["pg_dump", "--data-only", libpq_url(url)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+
+
+def test_no_secret_reaches_logs_queue_messages_or_a_database_dump(
+    running: Running, tmp_path: Path
+) -> None:
     running.cli("apply", "-f", str(INVENTORY))
-    running.cli("issue", "--site", "branch-aarhus", "--wait")
-    logs = b"".join(p.read_bytes() for p in running.stack.log_dir.glob("*.log"))
-    assert b"issue" in logs  # the logs exist and say something
-    for secret in (TEST_CA_PASSPHRASE, TEST_DATA_KEY, running.token, "PRIVATE KEY"):
-        assert secret.encode() not in logs, secret
+    with RedisMonitor(running.env["CERTFLEET_REDIS_URL"]) as monitor:
+        running.cli("issue", "--site", "branch-aarhus", "--wait")
+        [cert] = json.loads(
+            running.cli(
+                "-o", "json", "certs", "list", "--host", "aar-rec01", "--status", "active"
+            ).stdout
+        )
+        pfx = tmp_path / "aar-rec01.pfx"
+        running.cli(
+            *("export", str(cert["id"]), "--format", "pfx", "--out", str(pfx)),
+            env={"CERTFLEET_PFX_PASSWORD": PFX_PASSWORD},
+        )
+    messages = "\n".join(monitor.seen)
+    assert "issue_batch" in messages and "LPUSH" in messages.upper()  # the capture works
+    logs = b"".join(p.read_bytes() for p in running.stack.log_dir.glob("*.log")).decode()
+    assert "batch done" in logs  # the task logs exist and say something
+    dump = database_dump(running.env["CERTFLEET_DATABASE_URL"])
+    assert "BEGIN CERTIFICATE" in dump or "aar-rec01" in dump
+    secrets_ = (TEST_CA_PASSPHRASE, TEST_DATA_KEY, running.token, PFX_PASSWORD, "PRIVATE KEY")
+    for where, text in (("logs", logs), ("redis", messages), ("dump", dump)):
+        for secret in secrets_:
+            assert secret not in text, (where, secret)
+        assert PKCS8_RSA_HEADER not in text.lower(), (where, "an unencrypted key")
 
 
 def test_renew_now_and_expiry_report_through_the_cli(running: Running) -> None:

@@ -53,6 +53,16 @@ class Unavailable(CertfleetError):
     code = "unavailable"
 
 
+class TooManyRequests(CertfleetError):
+    """The caller has failed too often; it may try again after `retry_after` seconds."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class PolicyViolation(ValidationFailed):
     code = "policy_violation"
 

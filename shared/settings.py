@@ -44,6 +44,10 @@ class Settings:
     sweep_interval_s: float = 60.0
     sweep_grace_s: float = 120.0
     sweep_stale_signing_s: float = 900.0
+    # Failed bearer-token authentications per client address before 429, and the fixed
+    # window (seconds) they are counted in.
+    auth_fail_limit: int = 20
+    auth_fail_window_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +128,8 @@ class Settings:
             sweep_stale_signing_s=get_float(
                 "SWEEP_STALE_SIGNING", cls.sweep_stale_signing_s, 1, 86400
             ),
+            auth_fail_limit=get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit),
+            auth_fail_window_s=get_int("AUTH_FAIL_WINDOW", cls.auth_fail_window_s),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -18,6 +18,7 @@ from services.api.certificates.routes import blp as certificates_blp
 from services.api.common import BoundedIntConverter
 from services.api.context import ApiRuntime, close_session
 from services.api.deliveries.routes import blp as deliveries_blp
+from services.api.events.routes import blp as events_blp
 from services.api.health.routes import blp as health_blp
 from services.api.hosts.routes import blp as hosts_blp
 from services.api.inventory.routes import blp as inventory_blp
@@ -94,6 +95,7 @@ def create_app(
         reports_blp,
         notifications_blp,
         campaigns_blp,
+        events_blp,
     ):
         api.register_blueprint(blp)
     app.before_request(_bind_request)

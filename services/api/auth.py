@@ -2,6 +2,8 @@
 
 Roles: admin (everything), operator (sites, hosts, issuance; optionally scoped to one site),
 auditor (read-only). Scope checks take a site ID so that every route asks the same question.
+Failed authentications are counted per client address (services.api.limits), and each token's
+use is an audit Event at most once per clock hour.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import g, request
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
-from services.api.context import runtime
+from services.api.context import ApiRuntime, runtime
+from services.api.limits import FailureLimiter
+from shared import events
+from shared.db.models import ApiToken, Host
 from shared.errors import Forbidden, Unauthorized
 from shared.tokens import find_token
 
@@ -59,19 +66,69 @@ class Principal:
 
 
 def authenticate() -> Principal:
+    """The request's token as a Principal. A client address locked out by too many bad tokens
+    gets 429 here, whatever it sends (see services.api.limits)."""
+    rt = runtime()
+    limiter = failure_limiter(rt)
+    address = request.remote_addr or "unknown"
+    limiter.check(address)
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("a bearer token is required")
-    rt = runtime()
     token = find_token(rt.session(), secret.strip())
     if token is None:
+        limiter.failed(address)
         raise Unauthorized("the token is not valid")
-    now = rt.clock.now()
-    if token.last_used_at is None or now - token.last_used_at > TOUCH_INTERVAL:
-        token.last_used_at = now
-        rt.session().commit()
-    return Principal(token.id, token.name, token.role, token.site_id, token.host_id)
+    who = Principal(token.id, token.name, token.role, token.site_id, token.host_id)
+    touch(rt.session(), token, who, rt.clock.now())
+    return who
+
+
+def failure_limiter(rt: ApiRuntime) -> FailureLimiter:
+    return FailureLimiter(
+        rt.redis_client, rt.settings.auth_fail_limit, rt.settings.auth_fail_window_s
+    )
+
+
+def touch(session: Session, token: ApiToken, who: Principal, now: dt.datetime) -> None:
+    """Keep last_used_at within TOUCH_INTERVAL of the truth, and record `token.used` for the
+    first use in each clock hour: one Event per token and hour, however busy the token is.
+    The hour's Event is claimed with a conditional update, so two workers never both write it.
+    The Event names the token by ID, name and prefix, never by its secret."""
+    last = token.last_used_at
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    if last is not None and last >= hour:
+        if now - last > TOUCH_INTERVAL:
+            token.last_used_at = now
+            session.commit()
+        return
+    claimed = session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token.id,
+            or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < hour),
+        )
+        .values(last_used_at=now)
+        .returning(ApiToken.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if claimed is not None:
+        site_id = token.site_id
+        if token.host_id is not None:
+            site_id = session.scalar(select(Host.site_id).where(Host.id == token.host_id))
+        events.record(
+            session,
+            "token.used",
+            who.actor,
+            at=now,
+            site_id=site_id,
+            host_id=token.host_id,
+            subject=("api_token", token.id),
+            prefix=token.prefix,
+            role=token.role,
+        )
+    session.commit()
 
 
 def principal() -> Principal:

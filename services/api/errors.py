@@ -21,6 +21,7 @@ from shared.errors import (
     Forbidden,
     KeyUnavailable,
     NotFound,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
     ValidationFailed,
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: list[tuple[type[CertfleetError], int]] = [
     (KeyUnavailable, 409),
     (Forbidden, 403),
     (Unauthorized, 401),
+    (TooManyRequests, 429),
     (Unavailable, 503),
     (ConfigError, 503),
 ]
@@ -47,7 +49,9 @@ class ErrorSchema(ma.Schema):
     message = ma.fields.String(metadata={"description": "what went wrong, for a person"})
     errors = ma.fields.Dict(metadata={"description": "details, e.g. per field"})
     retry_after = ma.fields.Integer(
-        metadata={"description": "503 only: seconds to wait before retrying (as Retry-After)"}
+        metadata={
+            "description": "503 and 429 only: seconds to wait before retrying (as Retry-After)"
+        }
     )
 
 
@@ -76,6 +80,8 @@ def domain_error(error: CertfleetError) -> Payload:
     status = next((s for cls, s in STATUS_BY_ERROR if isinstance(error, cls)), 400)
     if status == 503:
         return retry_later(body(error.code, error.message, error.errors))
+    if isinstance(error, TooManyRequests):
+        return retry_later(body(error.code, error.message), status=429, seconds=error.retry_after)
     return body(error.code, error.message, error.errors), status, {}
 
 
@@ -84,10 +90,12 @@ def unavailable(error: Exception) -> Payload:
     return retry_later(body("unavailable", "the database or queue is unreachable; retry shortly"))
 
 
-def retry_later(payload: dict[str, Any]) -> Payload:
-    """A 503 says when to come back, in the header and in the body."""
-    payload["retry_after"] = RETRY_AFTER_SECONDS
-    return payload, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+def retry_later(
+    payload: dict[str, Any], *, status: int = 503, seconds: int = RETRY_AFTER_SECONDS
+) -> Payload:
+    """A 503 or 429 says when to come back, in the header and in the body."""
+    payload["retry_after"] = seconds
+    return payload, status, {"Retry-After": str(seconds)}
 
 
 def unexpected(error: Exception) -> Payload:

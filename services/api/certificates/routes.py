@@ -59,19 +59,30 @@ class CertificateById(MethodView):
 @requires("auditor")
 @blp.response(200, content_type=PEM_CHAIN, description="Leaf, then its issuers up to the root")
 def certificate_pem(certificate_id: int) -> Response:
-    session = runtime().session()
+    rt = runtime()
+    session = rt.session()
     row = service.get_certificate(session, certificate_id)
-    principal().require_read(row.host.site_id)
-    return Response(service.pem_bundle(session, row), mimetype=PEM_CHAIN)
+    who = principal()
+    who.require_read(row.host.site_id)
+    pem = service.pem_bundle(session, row)
+    service.record_export(session, row, "pem", who=who, now=rt.clock.now())
+    session.commit()
+    return Response(pem, mimetype=PEM_CHAIN)
 
 
 @blp.route("/<int:certificate_id>/der")
 @requires("auditor")
 @blp.response(200, content_type=DER, description="The leaf certificate alone, DER-encoded")
 def certificate_der(certificate_id: int) -> Response:
-    row = service.get_certificate(runtime().session(), certificate_id)
-    principal().require_read(row.host.site_id)
-    return Response(to_der(service.leaf_of(row)), mimetype=DER)
+    rt = runtime()
+    session = rt.session()
+    row = service.get_certificate(session, certificate_id)
+    who = principal()
+    who.require_read(row.host.site_id)
+    der = to_der(service.leaf_of(row))
+    service.record_export(session, row, "der", who=who, now=rt.clock.now())
+    session.commit()
+    return Response(der, mimetype=DER)
 
 
 @blp.route("/<int:certificate_id>/pfx", methods=["POST"])

@@ -90,6 +90,15 @@ def export_pfx(
     key = decrypt_private_key(certificate.encrypted_key, data_key)
     name = friendly_name or f"certfleet {certificate.common_name} {certificate.serial[:12]}"
     pfx = to_pfx(leaf_of(certificate), key, chain_for(session, certificate), password, name)
+    record_export(session, certificate, "pfx", who=who, now=now)
+    return pfx
+
+
+def record_export(
+    session: Session, certificate: Certificate, fmt: str, *, who: Principal, now: dt.datetime
+) -> None:
+    """Every download of a certificate (pem, der) or of its key (pfx) is an audit Event; the
+    caller commits before it answers."""
     events.record(
         session,
         "certificate.exported",
@@ -98,9 +107,8 @@ def export_pfx(
         site_id=certificate.host.site_id,
         host_id=certificate.host_id,
         subject=("certificate", certificate.id),
-        format="pfx",
+        format=fmt,
     )
-    return pfx
 
 
 def force_renewal(

@@ -108,7 +108,8 @@ def assert_error_shape(payload: Any) -> None:
     assert isinstance(payload.get("code"), str) and payload["code"], payload
     assert isinstance(payload.get("message"), str) and payload["message"], payload
     assert set(payload) <= {"code", "message", "errors", "retry_after"}, payload
-    assert ("retry_after" in payload) == (payload["code"] == "unavailable"), payload
+    retries = payload["code"] in ("unavailable", "too_many_requests")
+    assert ("retry_after" in payload) == retries, payload
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import schemathesis
+
 from services.api.app import create_app
 from shared.settings import Settings
 from tests.conftest import free_port
@@ -37,6 +39,18 @@ def test_health_and_readiness(api: ApiHarness) -> None:
     ready = api.get("/readyz", token="")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_health_bodies_match_the_spec(api: ApiHarness) -> None:
+    """Both were documented with only the error response, so a healthy 200 broke the spec."""
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", api.app)
+    checks = [
+        schemathesis.checks.status_code_conformance,
+        schemathesis.checks.response_schema_conformance,
+    ]
+    for path in ("/healthz", "/readyz"):
+        response = schema[path]["GET"].Case().call_and_validate(checks=checks)
+        assert response.status_code == 200
 
 
 def test_readyz_is_503_when_redis_is_unreachable(api: ApiHarness) -> None:

@@ -37,6 +37,13 @@ test: venv ## Run the whole test suite (real redis-server, PostgreSQL and OpenSS
 	@infra/ensure-services.sh --postgres
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
+.PHONY: bench
+BENCH_SCALE ?= full
+BENCH_STEPS ?= raw,csr,keygen,latency,scan,campaign
+bench: venv ## Benchmarks vs in-process references (BENCH_SCALE=small|full, BENCH_STEPS=...)
+	@infra/ensure-services.sh --postgres
+	$(BIN)/python -m infra.bench --scale $(BENCH_SCALE) --steps $(BENCH_STEPS)
+
 .PHONY: lint
 lint: venv ## ruff lint and format check
 	$(BIN)/ruff check --no-cache .

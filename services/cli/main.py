@@ -441,9 +441,9 @@ def stack_run(worker_concurrency: int) -> None:
     with local:
         click.echo(f"api at {local.url}; issuer and distributor running; logs in {local.log_dir}")
         try:
-            while all(p.poll() is None for p in local.processes.values()):
+            while not local.failed:  # a service that exits is restarted, unless it crash-loops
                 time.sleep(1)
-            raise CliError(f"a service exited; see {local.log_dir}")
+            raise CliError(f"{', '.join(sorted(local.failed))} keeps exiting; see {local.log_dir}")
         except KeyboardInterrupt:
             click.echo("stopping")
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ import requests
 from services.cli.client import CliError
 
 PR_SET_PDEATHSIG = 1
+SUPERVISE_INTERVAL_S = 0.5
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 
 def die_with_parent() -> None:
@@ -39,6 +43,14 @@ class Stack:
     ready_timeout: float = 60.0
     api_workers: int = 2
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Restart a service that exits (as docker's `restart: unless-stopped` does): a Celery
+    # worker can die on a broker connection loss. More than MAX_RESTARTS exits of one service
+    # within RESTART_WINDOW_S is a crash loop: it is left down and `failed` names it.
+    supervise: bool = True
+    restarts: dict[str, list[float]] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _supervisor: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -109,10 +121,36 @@ class Stack:
             time.sleep(0.2)
         raise CliError(f"the API did not become ready within {timeout:.0f}s")
 
+    def supervise_once(self) -> list[str]:
+        """Restart every service that exited, unless it is crash-looping; return their names."""
+        restarted: list[str] = []
+        now = time.monotonic()
+        for name, process in list(self.processes.items()):
+            if process.poll() is None or name in self.failed or self._stopping.is_set():
+                continue
+            recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+            if len(recent) >= MAX_RESTARTS:
+                self.failed.add(name)
+                continue
+            self.restarts[name] = [*recent, now]
+            with (self.log_dir / f"{name}.log").open("a") as log:
+                log.write(f"certfleet stack: {name} exited with {process.returncode}; restarting\n")
+            self.spawn(name)
+            restarted.append(name)
+        return restarted
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_INTERVAL_S):
+            self.supervise_once()
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM to each leader only: gunicorn and Celery then stop their own workers after
         the current request or task (a signal to the whole group would kill a Celery pool
         process mid-task). Whatever is left after `timeout` is killed."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         for process in self.processes.values():
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGTERM)
@@ -131,6 +169,10 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            self._stopping.clear()
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+            self._supervisor.start()
         return self
 
     def __exit__(

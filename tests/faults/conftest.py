@@ -193,5 +193,13 @@ def start_fleet(
     return stack, Fleet(stack, db, result.admin_token, csrs)
 
 
+def wait_until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 def logs(stack: Stack) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(stack.log_dir.glob("*.log")))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import RestartableRedis, logs, start_fleet
+from tests.faults.conftest import RestartableRedis, logs, start_fleet, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -21,10 +21,11 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     with stack:
         ids = fleet.submit(sorted(fleet.csrs))
         fleet.wait_for("a fifth issued", lambda s: s.get("issued", 0) >= REQUESTS // 5, 120)
+        killed = stack.processes["issuer"].pid
         stack.kill("issuer")  # SIGKILL to the worker and its pool, mid-batch
         killed_at = fleet.statuses()
         assert killed_at.get("issued", 0) < REQUESTS, "killed too late to prove anything"
-        stack.spawn("issuer")
+        wait_until(lambda: stack.processes["issuer"].pid != killed, "the issuer restarted")
         fleet.wait_for("every request settled", lambda s: set(s) == {"issued"}, 240)
         fleet.assert_each_issued_once(ids)
         assert "sweep re-enqueued work" in logs(stack) or killed_at.get("signing", 0) == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from services.cli.stack import MAX_RESTARTS, Stack
 from tests.conftest import TEST_CA_PASSPHRASE, free_port
 
 
@@ -79,3 +80,29 @@ def test_stack_run_stops_its_services(
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
+
+
+class ShortLived(Stack):
+    """A stack of one service that exits at once with code 3."""
+
+    def commands(self) -> dict[str, list[str]]:
+        return {"svc": [sys.executable, "-c", "import sys; sys.exit(3)"]}
+
+
+def test_a_service_that_exits_is_restarted_until_it_crash_loops(tmp_path: Path) -> None:
+    stack = ShortLived({}, "127.0.0.1:1", tmp_path / "logs")
+    stack.start()
+    try:
+        pids = set()
+        for _ in range(MAX_RESTARTS):
+            pids.add(stack.processes["svc"].pid)
+            stack.processes["svc"].wait(timeout=30)
+            assert stack.supervise_once() == ["svc"]
+        stack.processes["svc"].wait(timeout=30)
+        assert stack.supervise_once() == [], "the sixth exit within a minute is a crash loop"
+        assert stack.failed == {"svc"}
+        assert len(pids) == MAX_RESTARTS
+        log = (tmp_path / "logs" / "svc.log").read_text()
+        assert log.count("svc exited with 3; restarting") == MAX_RESTARTS
+    finally:
+        stack.stop(timeout=5)

@@ -197,19 +197,31 @@ def _pause_on_failures(session: Session, campaign: Campaign, now: dt.datetime) -
         return
     failed = _count(session, campaign, CampaignItem.status == "failed")
     if failed >= campaign.max_failures:
-        campaign.status = "paused"
-        campaign.reason = (
+        reason = (
             f"paused after {failed} failed hosts (max_failures {campaign.max_failures}): "
             "fix the cause, then resume with retry_failed"
         )
-        events.record(
-            session,
-            "campaign.paused",
-            ACTOR,
-            at=now,
-            subject=("campaign", campaign.id),
-            failed=failed,
-        )
+        _pause(session, campaign, reason, now, failed=failed)
+
+
+def _record(session: Session, campaign: Campaign, what: str, now: dt.datetime, **data: Any) -> None:
+    events.record(
+        session, f"campaign.{what}", ACTOR, at=now, subject=("campaign", campaign.id), **data
+    )
+
+
+def _pause(
+    session: Session, campaign: Campaign, reason: str, now: dt.datetime, **data: Any
+) -> None:
+    campaign.status, campaign.reason = "paused", reason
+    _record(session, campaign, "paused", now, **data)
+
+
+def _end(session: Session, campaign: Campaign, status: str, now: dt.datetime) -> None:
+    """Nothing more to do or watch: `finished` (completed or cancelled) or `failed`."""
+    campaign.status, campaign.finished_at = status, now
+    what = "failed" if status == "failed" else "finished"
+    _record(session, campaign, what, now, status=status)
 
 
 def _count(session: Session, campaign: Campaign, *where: object) -> int:
@@ -227,17 +239,7 @@ def _count(session: Session, campaign: Campaign, *where: object) -> int:
 def _finish_if_done(session: Session, campaign: Campaign, now: dt.datetime) -> bool:
     if _count(session, campaign, CampaignItem.finished_at.is_(None)):
         return False
-    if campaign.status != "cancelled":
-        campaign.status = "completed"
-    campaign.finished_at = now
-    events.record(
-        session,
-        "campaign.finished",
-        ACTOR,
-        at=now,
-        subject=("campaign", campaign.id),
-        status=campaign.status,
-    )
+    _end(session, campaign, "cancelled" if campaign.status == "cancelled" else "completed", now)
     return True
 
 
@@ -265,16 +267,7 @@ def _rotate(
 
 
 def _phase(session: Session, campaign: Campaign, phase: str, now: dt.datetime, **data: Any) -> None:
-    events.record(
-        session,
-        "campaign.phase",
-        ACTOR,
-        at=now,
-        subject=("campaign", campaign.id),
-        phase=phase,
-        previous=campaign.phase,
-        **data,
-    )
+    _record(session, campaign, "phase", now, phase=phase, previous=campaign.phase, **data)
     campaign.phase = phase
 
 
@@ -286,9 +279,8 @@ def _await_authority(
     messages: list[contracts.Message],
 ) -> None:
     if new.status == "failed":
-        campaign.status, campaign.finished_at = "failed", now
         campaign.reason = f"the new authority {new.name!r} could not be made: {new.reason}"
-        events.record(session, "campaign.failed", ACTOR, at=now, subject=("campaign", campaign.id))
+        _end(session, campaign, "failed", now)
     elif new.status == "pending" and now - new.created_at > AUTHORITY_RESEND:
         messages.append(contracts.create_authority(new.id))  # its message may have been lost
     elif new.status == "active":
@@ -364,12 +356,11 @@ def _await_reissue(session: Session, campaign: Campaign, now: dt.datetime) -> No
         session, campaign, CampaignItem.error.is_not(None), CampaignItem.status == "delivered"
     )
     if left:
-        campaign.status = "paused"
-        campaign.reason = (
+        reason = (
             f"{left} certificate(s) could not be re-issued under the new authority: the old "
             "one stays trusted until they are. Fix the cause, then resume with retry_failed"
         )
-        events.record(session, "campaign.paused", ACTOR, at=now, subject=("campaign", campaign.id))
+        _pause(session, campaign, reason, now)
         return
     _phase(session, campaign, "retire", now, unbound=unbound)
 
@@ -399,15 +390,7 @@ def _retire(
             messages.append(contracts.distribute_trust(chunk))
         events.record(session, "authority.retired", ACTOR, at=now, subject=("authority", old.id))
     _phase(session, campaign, "done", now, retired=not sites_left)
-    campaign.status, campaign.finished_at = "completed", now
-    events.record(
-        session,
-        "campaign.finished",
-        ACTOR,
-        at=now,
-        subject=("campaign", campaign.id),
-        status="completed",
-    )
+    _end(session, campaign, "completed", now)
 
 
 def _old_leaves(session: Session, old: Authority) -> int:

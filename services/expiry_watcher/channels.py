@@ -33,11 +33,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from services.distributor.targets.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from services.distributor.targets.webhook import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    PostFailed,
+    post,
+    retryable_status,
+    sign,
+)
 from shared.clock import Clock, SystemClock
 
 MAX_TIMEOUT = 120.0
-RETRYABLE_HTTP = (408, 429)
 WEBHOOK_SETTINGS = frozenset({"secret_env", "allow_http", "ca_file", "timeout"})
 
 
@@ -205,34 +211,21 @@ class WebhookChannel:
             headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
         where = server_of(self.url)
         try:
-            with self._session.post(
+            status, _ = post(
+                self._session,
                 self.url,
-                data=body,
-                headers=headers,
+                body,
+                headers,
                 timeout=self.timeout,
                 verify=self._verify(),
-                allow_redirects=False,
-            ) as response:
-                status = response.status_code
-        except requests.exceptions.SSLError as exc:
-            raise ChannelError(
-                f"TLS with the webhook receiver {where} failed (is ca_file right?)",
-                retryable=False,
-            ) from exc
-        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
-            raise ChannelError(
-                f"the webhook receiver {where} did not answer: {type(exc).__name__}",
-                retryable=True,
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise ChannelError(
-                f"the request to the webhook receiver {where} failed: {type(exc).__name__}",
-                retryable=False,
-            ) from exc
+                where=where,
+            )
+        except PostFailed as exc:
+            raise ChannelError(exc.message, retryable=exc.retryable) from exc
         if not 200 <= status < 300:
             raise ChannelError(
                 f"the webhook receiver {where} answered {status}",
-                retryable=status >= 500 or status in RETRYABLE_HTTP,
+                retryable=retryable_status(status),
             )
 
     def _secret(self) -> str | None:

@@ -50,6 +50,58 @@ MAX_TIMEOUT = 300.0
 RETRYABLE_CLIENT_ERRORS = (408, 429)
 
 
+class PostFailed(Exception):
+    """The POST got no HTTP answer. The message names the receiver as `where` only."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+def post(
+    session: requests.Session,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    verify: bool | str,
+    where: str,
+) -> tuple[int, str]:
+    """POST `body` without following redirects; return the status and reason. A TLS failure
+    is permanent (the trust settings must change), timeouts and refused connections are
+    retryable. Shared by the webhook target and the webhook notification channel."""
+    try:
+        with session.post(
+            url,
+            data=body,
+            headers=dict(headers),
+            timeout=timeout,
+            verify=verify,
+            allow_redirects=False,
+        ) as response:
+            return response.status_code, response.reason or ""
+    except requests.exceptions.SSLError as exc:
+        raise PostFailed(
+            f"TLS with the webhook receiver {where} failed (is ca_file right?)", retryable=False
+        ) from exc
+    except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
+        raise PostFailed(
+            f"the webhook receiver {where} did not answer: {type(exc).__name__}", retryable=True
+        ) from exc
+    except requests.exceptions.RequestException as exc:
+        raise PostFailed(
+            f"the request to the webhook receiver {where} failed: {type(exc).__name__}",
+            retryable=False,
+        ) from exc
+
+
+def retryable_status(status: int) -> bool:
+    """A non-2xx answer worth trying again: 5xx, 408 and 429."""
+    return status >= 500 or status in RETRYABLE_CLIENT_ERRORS
+
+
 def sign(secret: str | bytes, timestamp: str, body: bytes) -> str:
     """The X-Certfleet-Signature value for `body` sent at `timestamp` (Unix seconds)."""
     key = secret.encode() if isinstance(secret, str) else secret
@@ -135,34 +187,14 @@ class WebhookTarget:
         }
         where = safe_url(url)
         try:
-            with self._session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                verify=verify,
-                allow_redirects=False,
-            ) as response:
-                status = response.status_code
-                reason = response.reason or ""
-        except requests.exceptions.SSLError as exc:
-            raise TargetError(
-                f"TLS with the webhook receiver {where} failed (is ca_file right?)",
-                retryable=False,
-            ) from exc
-        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
-            raise TargetError(
-                f"the webhook receiver {where} did not answer: {type(exc).__name__}",
-                retryable=True,
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise TargetError(
-                f"the request to the webhook receiver {where} failed: {type(exc).__name__}",
-                retryable=False,
-            ) from exc
+            status, reason = post(
+                self._session, url, body, headers, timeout=timeout, verify=verify, where=where
+            )
+        except PostFailed as exc:
+            raise TargetError(exc.message, retryable=exc.retryable) from exc
         if 200 <= status < 300:
             return Delivered(installed=False, detail=f"{where} answered {status}")
-        retryable = status >= 500 or status in RETRYABLE_CLIENT_ERRORS
+        retryable = retryable_status(status)
         if 300 <= status < 400:
             reason = f"{reason}; redirects are not followed".lstrip("; ")
         raise TargetError(

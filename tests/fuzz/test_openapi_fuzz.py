@@ -22,22 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 
-from services.api.app import create_app
-from services.cli import admin
 from services.issuer import service as issuer
 from shared import deliveries
 from shared.clock import FixedClock
-from shared.db.session import Database
-from shared.settings import Settings
 from tests import factories
 from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY
-from tests.services.api.conftest import ApiHarness
+from tests.services.api.conftest import ApiHarness, running_api
 from tests.services.api.test_agent import agent_csr, enroll, enrollment_token
 
 # Redis DB of this module's own, on the process's private server.
@@ -79,31 +74,8 @@ def seeded(
     sqlite_url: str, redis_url: str, tmp_path: Path, wall_clock: FixedClock
 ) -> Iterator[Seeded]:
     own_redis = f"{redis_url.rsplit('/', 1)[0]}/{REDIS_DB}"
-    app_settings = Settings(
-        database_url=sqlite_url,
-        redis_url=own_redis,
-        ca_key_passphrase=TEST_CA_PASSPHRASE,
-        data_key=TEST_DATA_KEY,
-        var_dir=tmp_path / "var",
-        max_body_bytes=512 * 1024,
-        bulk_max_items=50,
-        issue_batch_size=10,
-    )
-    result = admin.init(app_settings, wall_clock, ca_name="Test Root", key_bits=2048)
-    assert result.admin_token is not None
-    queue = redis.Redis.from_url(own_redis)
-    queue.flushdb()
-    db = Database(sqlite_url)
-    app = create_app(app_settings, database=db, clock=wall_clock)
-    harness = ApiHarness(
-        app, app.test_client(), app_settings, db, wall_clock, result.admin_token, queue
-    )
-    try:
+    with running_api(sqlite_url, own_redis, tmp_path, wall_clock) as harness:
         yield seed(harness)
-    finally:
-        queue.flushdb()
-        queue.close()
-        db.dispose()
 
 
 def seed(api: ApiHarness) -> Seeded:

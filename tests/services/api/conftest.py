@@ -4,6 +4,7 @@ private Redis, with an admin token made by `certfleet init`'s own code."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,10 +113,11 @@ def assert_error_shape(payload: Any) -> None:
     assert ("retry_after" in payload) == retries, payload
 
 
-@pytest.fixture
-def api(
-    db_url: str, redis_url: str, tmp_path: Path, wall_clock: FixedClock
+@contextlib.contextmanager
+def running_api(
+    db_url: str, redis_url: str, tmp_path: Path, clock: FixedClock
 ) -> Iterator[ApiHarness]:
+    """The real app on `db_url` with an admin token, publishing to `redis_url` (flushed)."""
     settings = Settings(
         database_url=db_url,
         redis_url=redis_url,
@@ -126,17 +128,23 @@ def api(
         bulk_max_items=50,
         issue_batch_size=10,
     )
-    result = admin.init(settings, wall_clock, ca_name="Test Root", key_bits=2048)
+    result = admin.init(settings, clock, ca_name="Test Root", key_bits=2048)
     assert result.admin_token is not None
     queue = redis.Redis.from_url(redis_url)
     queue.flushdb()
     db = Database(db_url)
-    app = create_app(settings, database=db, clock=wall_clock)
+    app = create_app(settings, database=db, clock=clock)
     try:
-        yield ApiHarness(
-            app, app.test_client(), settings, db, wall_clock, result.admin_token, queue
-        )
+        yield ApiHarness(app, app.test_client(), settings, db, clock, result.admin_token, queue)
     finally:
         queue.flushdb()
         queue.close()
         db.dispose()
+
+
+@pytest.fixture
+def api(
+    db_url: str, redis_url: str, tmp_path: Path, wall_clock: FixedClock
+) -> Iterator[ApiHarness]:
+    with running_api(db_url, redis_url, tmp_path, wall_clock) as harness:
+        yield harness

@@ -103,4 +103,6 @@ http_get "$CERTFLEET_API_URL/api/v1/trust-bundle" > "$DEMO/trust-bundle.pem"
 first=$($CLI -o json certs list --status active | $PY -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 $CLI export "$first" --format pem --out "$DEMO/first-cert.pem" >/dev/null
 openssl verify -CAfile "$DEMO/trust-bundle.pem" -purpose sslserver "$DEMO/first-cert.pem"
+echo "== what a renewal campaign over the whole fleet would do (dry run: nothing is stored)"
+$CLI campaign create renew-everything --all --rate 30 --per-site 2 --dry-run
 echo "demo done: database $DEMO/certfleet.db, admin token $DEMO/admin.token"

@@ -9,28 +9,24 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 from sqlalchemy.engine import make_url
 
+from infra import local
+from infra.local import DEFAULT_PG_ADMIN_URL, REDIS_SERVER, libpq_url
 from shared.clock import FixedClock
 from shared.db.migrate import upgrade
 from shared.db.session import Database
 from shared.pki.ca import IssuedCa, create_intermediate_ca, create_root_ca
 from tests import factories
-from tests.ports import free_port
 from tests.sshd import SshServer, running_sshd
 
-REDIS_SERVER = "/usr/bin/redis-server"
-DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PG_START_HINT = (
     "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
     "(or point CERTFLEET_TEST_PG_ADMIN_URL at a server where the user may create databases)"
@@ -40,44 +36,15 @@ TEST_CA_PASSPHRASE = "test-ca-passphrase-0123"
 TEST_DATA_KEY = "test-data-key-456789abcdef"
 
 
-def libpq_url(sqlalchemy_url: str) -> str:
-    """The same URL without the SQLAlchemy driver suffix, as psycopg.connect() wants it."""
-    return (
-        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
-
-
 # --- Redis -------------------------------------------------------------------------------
 
 
 def _start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """A redis-server without persistence, on a free port or on `port` (a restart)."""
-    log = workdir / "redis.log"
-    for _attempt in range(5):
-        chosen = port or free_port()
-        process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(host="127.0.0.1", port=chosen, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        try:
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    # Our server, not another one that took the port between bind and start.
-                    if client.info("server")["process_id"] == process.pid:
-                        return process, chosen
-                except redis.exceptions.ConnectionError:
-                    time.sleep(0.05)
-        finally:
-            client.close()
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    pytest.fail(f"redis-server did not start; its log ends with:\n{tail}")
+    try:
+        return local.start_redis(workdir, port)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -89,12 +56,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        local.stop(process)
 
 
 # --- SSH -------------------------------------------------------------------------------------
@@ -130,16 +92,8 @@ def _sqlite_url(directory: Path) -> str:
 
 @pytest.fixture
 def _postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    admin_url: str = request.getfixturevalue("pg_admin_url")
-    name = f"certfleet_test_{secrets.token_hex(8)}"
-    admin = libpq_url(admin_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with local.fresh_database(request.getfixturevalue("pg_admin_url"), "certfleet_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])

@@ -9,9 +9,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import secrets
-import socket
-import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -26,8 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
+from infra import local
+from infra.local import DEFAULT_PG_ADMIN_URL, free_port, libpq_url
 from services.cli import admin
 from services.cli.stack import Stack
 from shared.clock import SystemClock
@@ -35,81 +33,20 @@ from shared.db.models import Authority
 from shared.db.session import Database
 from shared.settings import Settings
 
-REDIS_SERVER = "/usr/bin/redis-server"
-DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CA_PASSPHRASE = "bench-ca-passphrase-0123"
 DATA_KEY = "bench-data-key-456789abcdef"
 SUFFIX = "bench.example"
 CSR_CHUNK = 500
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def libpq_url(sqlalchemy_url: str) -> str:
-    return (
-        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
-
-
 @contextlib.contextmanager
 def private_redis(workdir: Path) -> Iterator[str]:
-    """A redis-server without persistence on a free port; its URL. Retried if another process
-    takes the port between choosing and binding it."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    for _attempt in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-                "--logfile",
-                str(workdir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if _wait_redis(process, port):
-            break
-        process.kill()
-        process.wait()
-    else:
-        raise RuntimeError(f"redis-server did not start; see {workdir / 'redis.log'}")
+    """A redis-server without persistence on a free port; its URL."""
+    process, port = local.start_redis(workdir)
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_redis(process: subprocess.Popen[bytes], port: int) -> bool:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                return bool(client.info("server")["process_id"] == process.pid)
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-    finally:
-        client.close()
-    return False
+        local.stop(process)
 
 
 def pg_admin_url() -> str:
@@ -123,15 +60,8 @@ def pg_admin_url() -> str:
 @contextlib.contextmanager
 def fresh_database(tag: str) -> Iterator[str]:
     """A new, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
-    admin_url = pg_admin_url()
-    name = f"certfleet_bench_{tag}_{secrets.token_hex(4)}"
-    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with local.fresh_database(pg_admin_url(), f"certfleet_bench_{tag}") as url:
+        yield url
 
 
 @dataclass

@@ -31,7 +31,8 @@ from shared.pki.profiles import XPROTECT_SERVER
 from shared.pki.signing import SubjectNames, sign_server_certificate
 from shared.settings import Settings
 from tests import factories
-from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY, free_port
+from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY
+from tests.ports import free_port
 from tests.sshd import SshServer
 from tests.tls import handshake
 

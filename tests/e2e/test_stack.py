@@ -31,7 +31,8 @@ from shared.clock import SystemClock
 from shared.db.migrate import upgrade
 from shared.settings import Settings
 from tests import factories
-from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY, free_port, libpq_url
+from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY, libpq_url
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -5,21 +5,18 @@ grace periods so that recovery happens within the test; nothing is mocked."""
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
+from infra import local
 from services.cli import admin
 from services.cli.stack import Stack
 from shared.clock import SystemClock
@@ -27,7 +24,7 @@ from shared.db.migrate import upgrade
 from shared.db.models import Authority, Certificate, Host, IssuanceRequest, Site
 from shared.db.session import Database
 from shared.settings import Settings
-from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY, _start_redis, libpq_url
+from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY, _start_redis
 from tests.factories import make_csr
 from tests.ports import free_port
 
@@ -44,7 +41,6 @@ class RestartableRedis:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
         self.process, self.port = _start_redis(workdir)
 
     @property
@@ -59,13 +55,7 @@ class RestartableRedis:
         self.process, _ = _start_redis(self.workdir, self.port)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        local.stop(self.process)
 
 
 @pytest.fixture
@@ -80,14 +70,8 @@ def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
 @pytest.fixture
 def pg_database(pg_admin_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database for one test, dropped afterwards."""
-    name = f"certfleet_fault_{secrets.token_hex(6)}"
-    with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(libpq_url(pg_admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with local.fresh_database(pg_admin_url, "certfleet_fault") as url:
+        yield url
 
 
 @dataclass

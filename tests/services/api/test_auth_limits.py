@@ -12,7 +12,7 @@ from services.api.app import create_app
 from services.api.limits import KEY_PREFIX
 from shared.errors import ConfigError
 from shared.settings import Settings
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.services.api.conftest import ApiHarness
 
 SITES = "/api/v1/sites"

@@ -6,7 +6,7 @@ import schemathesis
 
 from services.api.app import create_app
 from shared.settings import Settings
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.services.api.conftest import ApiHarness, assert_error_shape
 
 DESIGN_PATHS = {

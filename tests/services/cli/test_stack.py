@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from services.cli.stack import MAX_RESTARTS, Stack
-from tests.conftest import TEST_CA_PASSPHRASE, free_port
+from tests.conftest import TEST_CA_PASSPHRASE
+from tests.ports import free_port
 
 
 def children_of(pid: int) -> set[int]:

@@ -19,7 +19,7 @@ from services.distributor.targets.base import (
     TargetError,
 )
 from services.distributor.targets.ssh import SshTarget
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.services.distributor.conftest import BundleFactory
 from tests.sshd import SshServer, ssh_keygen
 

@@ -20,7 +20,7 @@ from services.distributor.targets.webhook import (
     verify_signature,
 )
 from shared.clock import FixedClock
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.services.distributor.conftest import WEBHOOK_SECRET, BundleFactory, Receiver
 
 SECRET_VARIABLE = "CERTFLEET_TEST_WEBHOOK_SECRET"

@@ -42,7 +42,12 @@ def client_host_ids(session: Session) -> list[int]:
 
 
 def method_of(host: Host) -> str:
-    return str((host.delivery or {}).get("method", "none"))
+    return method_in(host.delivery)
+
+
+def method_in(delivery: dict[str, Any] | None) -> str:
+    """The method a host's delivery settings name ("none" when unset)."""
+    return str((delivery or {}).get("method", "none"))
 
 
 def _record(
@@ -67,38 +72,55 @@ def plan_certificates(
     """A pending Delivery for each active certificate whose host has a delivery method.
     Idempotent: a certificate already planned for its host's method is not planned again.
     Returns the IDs that a push target should attempt now (agent deliveries wait for the pull)."""
-    planned: list[int] = []
-    certificates = session.scalars(
-        select(Certificate).where(
-            Certificate.id.in_(list(certificate_ids)), Certificate.status == "active"
-        )
+    # Only IDs and delivery settings first: most hosts of a large fleet may have no method.
+    candidates = session.execute(
+        select(Certificate.id, Certificate.host_id, Host.delivery)
+        .join(Host, Host.id == Certificate.host_id)
+        .where(Certificate.id.in_(list(certificate_ids)), Certificate.status == "active")
+        .order_by(Certificate.id)
     ).all()
-    for certificate in certificates:
-        method = method_of(certificate.host)
-        if method == "none":
-            continue
-        exists = session.scalar(
-            select(Delivery.id).where(
-                Delivery.certificate_id == certificate.id, Delivery.method == method
+    wanted = [
+        (certificate_id, host_id, method)
+        for certificate_id, host_id, delivery in candidates
+        if (method := method_in(delivery)) != "none"
+    ]
+    if not wanted:
+        return []
+    existing = set(
+        session.execute(
+            select(Delivery.certificate_id, Delivery.method).where(
+                Delivery.certificate_id.in_([c for c, _, _ in wanted])
             )
-        )
-        if exists is not None:
-            continue
-        delivery = Delivery(
-            host=certificate.host,
+        ).all()
+    )
+    hosts = {
+        h.id: h for h in session.scalars(select(Host).where(Host.id.in_({h for _, h, _ in wanted})))
+    }
+    new = [
+        Delivery(
+            host=hosts[host_id],
             kind="certificate",
-            certificate_id=certificate.id,
+            certificate_id=certificate_id,
             method=method,
             status="pending",
             created_at=now,
             updated_at=now,
         )
-        session.add(delivery)
-        session.flush()
-        _record(session, "delivery.planned", delivery, ACTOR, now, certificate_id=certificate.id)
-        if method in PUSH_METHODS:
-            planned.append(delivery.id)
-    return planned
+        for certificate_id, host_id, method in wanted
+        if (certificate_id, method) not in existing
+    ]
+    session.add_all(new)
+    session.flush()  # one multi-row INSERT for the batch
+    for delivery in new:
+        _record(
+            session,
+            "delivery.planned",
+            delivery,
+            ACTOR,
+            now,
+            certificate_id=delivery.certificate_id,
+        )
+    return [d.id for d in new if d.method in PUSH_METHODS]
 
 
 def plan_trust(

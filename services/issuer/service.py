@@ -14,10 +14,11 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy.exc
 from cryptography import x509
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.orm import Session, joinedload
 
 from shared import crls, deliveries, events
@@ -72,14 +73,20 @@ class SignerCache:
 
 @dataclass(frozen=True)
 class Signed:
+    """A signed request: what the store step writes, so it reads nothing back."""
+
     request_id: int
+    host_id: int
+    site_id: int
     certificate: x509.Certificate
-    sealed_key: bytes | None
+    row: dict[str, Any] = field(repr=False)  # the certificates row, but created_at
 
 
 @dataclass(frozen=True)
 class Failed:
     request_id: int
+    host_id: int
+    site_id: int
     reason: str
 
 
@@ -172,91 +179,148 @@ def sign_request(
     certificate = sign_server_certificate(
         public_key, names, signer, now=now, validity_days=request.validity_days, profile=profile
     )
-    return Signed(request.id, certificate, sealed)
+    return Signed(
+        request.id,
+        host.id,
+        host.site_id,
+        certificate,
+        _certificate_row(request, certificate, sealed),
+    )
 
 
 def store(session: Session, outcomes: Sequence[Signed | Failed], now: dt.datetime) -> list[int]:
-    """Write the batch's results (of claims still_owned); return the new certificates' IDs."""
-    created: list[int] = []
-    requests = {
-        r.id: r
-        for r in session.scalars(
-            select(IssuanceRequest)
-            .options(joinedload(IssuanceRequest.host).joinedload(Host.site))
-            .where(IssuanceRequest.id.in_([o.request_id for o in outcomes]))
+    """Write the batch's results (of claims still_owned); return the new certificates' IDs.
+
+    Nothing is read back but the hosts' active certificates: the signing step carried what
+    is written. A fixed number of statements whatever the batch size: multi-row INSERTs of
+    the certificates and the Events, one UPDATE of the issued requests, and executemany
+    UPDATEs of the superseded certificates and any failed requests."""
+    signed = [o for o in outcomes if isinstance(o, Signed)]
+    # Supersede in request order: the host's active certificate by the batch's first new one
+    # for it, and that one by the next, so two requests for one host in a batch leave one
+    # active certificate and an unbroken chain.
+    active = _active_certificate_ids(session, {o.host_id for o in signed})
+    certificate_ids = _insert_certificates(session, [{**o.row, "created_at": now} for o in signed])
+    superseded: list[dict[str, Any]] = []
+    audit: list[dict[str, Any]] = []
+    for outcome, certificate_id in zip(signed, certificate_ids, strict=True):
+        previous = active.get(outcome.host_id, [])
+        superseded += [
+            {
+                "id": old,
+                "status": "superseded",
+                "superseded_at": now,
+                "superseded_by_id": certificate_id,
+            }
+            for old in previous
+        ]
+        active[outcome.host_id] = [certificate_id]
+        audit.append(
+            events.entry(
+                "certificate.issued",
+                ACTOR,
+                at=now,
+                site_id=outcome.site_id,
+                host_id=outcome.host_id,
+                subject=("certificate", certificate_id),
+                serial=outcome.row["serial"],
+                fingerprint=outcome.row["fingerprint"],
+                not_after=outcome.row["not_after"].isoformat(),
+                superseded=previous,
+            )
         )
-    }
-    for outcome in outcomes:
-        request = requests[outcome.request_id]
-        if isinstance(outcome, Failed):
-            request.status, request.reason = "failed", outcome.reason
-            events.record(
-                session,
+    failed = [o for o in outcomes if isinstance(o, Failed)]
+    for failure in failed:
+        audit.append(
+            events.entry(
                 "issuance.failed",
                 ACTOR,
                 at=now,
-                site_id=request.host.site_id,
-                host_id=request.host_id,
-                subject=("issuance_request", request.id),
-                reason=outcome.reason,
+                site_id=failure.site_id,
+                host_id=failure.host_id,
+                subject=("issuance_request", failure.request_id),
+                reason=failure.reason,
             )
-            continue
-        certificate = _store_certificate(session, request, outcome, now)
-        created.append(certificate.id)
-        request.status, request.certificate_id, request.reason = "issued", certificate.id, None
-    return created
-
-
-def _store_certificate(
-    session: Session, request: IssuanceRequest, signed: Signed, now: dt.datetime
-) -> Certificate:
-    cert = signed.certificate
-    previous = session.scalars(
-        select(Certificate).where(
-            Certificate.host_id == request.host_id, Certificate.status == "active"
         )
-    ).all()
-    row = Certificate(
-        authority_id=request.host.site.authority_id,
-        host_id=request.host_id,
-        request_id=request.id,
-        serial=serial_hex(cert),
-        fingerprint=fingerprint_sha256(cert),
-        common_name=cert.subject.rfc4514_string().removeprefix("CN="),
-        dns_names=list(request.host.dns_names),
-        ip_addresses=list(request.host.ip_addresses),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        renewal_due_at=renewal_due_at(
+    if superseded:
+        session.execute(update(Certificate), superseded)
+    if certificate_ids:
+        # Each request gets its certificate by the certificate's request_id: one statement.
+        session.execute(
+            update(IssuanceRequest)
+            .where(
+                IssuanceRequest.id == Certificate.request_id,
+                Certificate.id.in_(certificate_ids),
+            )
+            .values(status="issued", certificate_id=Certificate.id, reason=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    if failed:
+        session.execute(
+            update(IssuanceRequest),
+            [
+                {"id": f.request_id, "status": "failed", "reason": f.reason, "updated_at": now}
+                for f in failed
+            ],
+        )
+    events.record_all(session, audit)
+    return certificate_ids
+
+
+def _active_certificate_ids(session: Session, host_ids: set[int]) -> dict[int, list[int]]:
+    """The active certificates of these hosts, by host, oldest first."""
+    active: dict[int, list[int]] = {}
+    if not host_ids:
+        return active
+    rows = session.execute(
+        select(Certificate.host_id, Certificate.id)
+        .where(Certificate.host_id.in_(sorted(host_ids)), Certificate.status == "active")
+        .order_by(Certificate.id)
+    )
+    for host_id, certificate_id in rows.all():
+        active.setdefault(host_id, []).append(certificate_id)
+    return active
+
+
+def _insert_certificates(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert the signed certificates (not yet superseding anything); their IDs in order."""
+    if not rows:
+        return []
+    result = session.execute(
+        insert(Certificate).returning(Certificate.id, sort_by_parameter_order=True),
+        list(rows),
+    )
+    return [row[0] for row in result.all()]
+
+
+def _certificate_row(
+    request: IssuanceRequest, cert: x509.Certificate, sealed_key: bytes | None
+) -> dict[str, Any]:
+    host = request.host
+    serial = serial_hex(cert)
+    return {
+        "authority_id": host.site.authority_id,
+        "host_id": request.host_id,
+        "request_id": request.id,
+        "serial": serial,
+        "fingerprint": fingerprint_sha256(cert),
+        "common_name": cert.subject.rfc4514_string().removeprefix("CN="),
+        "dns_names": list(host.dns_names),
+        "ip_addresses": list(host.ip_addresses),
+        "not_before": cert.not_valid_before_utc,
+        "not_after": cert.not_valid_after_utc,
+        "renewal_due_at": renewal_due_at(
             cert.not_valid_before_utc,
             cert.not_valid_after_utc,
-            request.host.site.renew_at_fraction,
-            jitter_seed=serial_hex(cert),
+            host.site.renew_at_fraction,
+            jitter_seed=serial,
         ),
-        status="active",
-        certificate_pem=to_pem(cert).decode(),
-        encrypted_key=signed.sealed_key,
-        key_source="server" if signed.sealed_key else "csr",
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    for old in previous:
-        old.status, old.superseded_at, old.superseded_by_id = "superseded", now, row.id
-    events.record(
-        session,
-        "certificate.issued",
-        ACTOR,
-        at=now,
-        site_id=request.host.site_id,
-        host_id=request.host_id,
-        subject=("certificate", row.id),
-        serial=row.serial,
-        fingerprint=row.fingerprint,
-        not_after=row.not_after.isoformat(),
-        superseded=[old.id for old in previous],
-    )
-    return row
+        "renewal_attempts": 0,
+        "status": "active",
+        "certificate_pem": to_pem(cert).decode(),
+        "encrypted_key": sealed_key,
+        "key_source": "server" if sealed_key else "csr",
+    }
 
 
 def issue_batch(
@@ -271,12 +335,13 @@ def issue_batch(
     handing the claimed rows back to the queue."""
     with db.session() as session:
         claimed = claim(session, request_ids, clock.now())
+        requests = _load_claimed(session, list(claimed))
+    # Committed: the claims are visible to the sweep, and no lock is held while signing.
     skipped = sorted(set(request_ids) - set(claimed))
     if not claimed:
         return BatchResult([], [], skipped)
     try:
-        with db.session() as session:
-            outcomes = _sign_claimed(session, list(claimed), signers, secrets, clock.now())
+        outcomes = _sign_claimed(requests, signers, secrets, clock.now())
         with db.session() as session:
             owned = still_owned(session, claimed, clock.now())
             outcomes = [o for o in outcomes if o.request_id in owned]
@@ -297,32 +362,40 @@ def issue_batch(
     return BatchResult(issued, failed, skipped, certificate_ids)
 
 
-def _sign_claimed(
-    session: Session,
-    claimed: Sequence[int],
-    signers: SignerCache,
-    secrets: Secrets,
-    now: dt.datetime,
-) -> list[Signed | Failed]:
-    rows = session.scalars(
+def _load_claimed(session: Session, claimed: Sequence[int]) -> Sequence[IssuanceRequest]:
+    """The claimed requests with everything signing reads, so that it runs detached from any
+    session: hosts joined; sites and their authority, sealed key included, loaded once each
+    rather than repeated on every request's row."""
+    if not claimed:
+        return []
+    return session.scalars(
         select(IssuanceRequest)
-        .options(joinedload(IssuanceRequest.host).joinedload(Host.site).joinedload(Site.authority))
+        .options(
+            joinedload(IssuanceRequest.host)
+            .selectinload(Host.site)
+            .joinedload(Site.authority)
+            .undefer(Authority.encrypted_key)
+        )
         .where(IssuanceRequest.id.in_(claimed))
         .order_by(IssuanceRequest.id)
     ).all()
+
+
+def _sign_claimed(
+    requests: Sequence[IssuanceRequest], signers: SignerCache, secrets: Secrets, now: dt.datetime
+) -> list[Signed | Failed]:
     outcomes: list[Signed | Failed] = []
-    for request in rows:
+    for request in requests:
         try:
             outcomes.append(sign_request(request, signers, secrets, now))
         except CertfleetError as exc:
-            outcomes.append(Failed(request.id, exc.message))
-        except TRANSIENT:
-            raise  # the whole batch is released and retried
+            outcomes.append(Failed(request.id, request.host_id, request.host.site_id, exc.message))
         except Exception:
             # One request that cannot be signed (a corrupt stored CSR or CA certificate) must
             # not fail the other requests of its batch.
             log.exception("signing failed", extra=fields(request_id=request.id))
-            outcomes.append(Failed(request.id, "internal error while signing; see issuer logs"))
+            reason = "internal error while signing; see issuer logs"
+            outcomes.append(Failed(request.id, request.host_id, request.host.site_id, reason))
     return outcomes
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import Session, undefer
 
+from infra.local import free_port
 from services.issuer import service
 from services.issuer.service import Secrets, SignerCache
 from shared.authorities import certificate_of
@@ -21,7 +23,6 @@ from shared.clock import FixedClock
 from shared.db.models import Authority, Certificate, Event, Host, IssuanceRequest
 from shared.db.session import Database
 from shared.errors import KeyUnavailable
-from shared.pki.ca import IssuedCa
 from shared.pki.keys import decrypt_private_key
 from tests.factories import (
     make_csr,
@@ -252,15 +253,24 @@ def test_second_issuance_supersedes_the_first(
 def test_supersede_within_one_batch(
     database: Database, world: World, secrets: Secrets, clock: FixedClock
 ) -> None:
+    [earlier] = _requests(database, world.host_id, None)
+    _issue(database, [earlier], secrets, clock)
     ids = _requests(database, world.host_id, None, None)
     assert _issue(database, ids, secrets, clock).issued == ids
     with database.sessions() as session:
-        statuses = session.scalars(
-            select(Certificate.status)
+        rows = session.execute(
+            select(Certificate.id, Certificate.status, Certificate.superseded_by_id)
             .where(Certificate.host_id == world.host_id)
             .order_by(Certificate.id)
         ).all()
-    assert statuses == ["superseded", "active"]
+    # One active certificate; each older one superseded by the next, in request order.
+    assert [(status, by) for _id, status, by in rows] == [
+        ("superseded", rows[1][0]),
+        ("superseded", rows[2][0]),
+        ("active", None),
+    ]
+    issued = _events(database, "certificate.issued")
+    assert [e.data["superseded"] for e in issued] == [[], [rows[0][0]], [rows[1][0]]]
 
 
 @pytest.mark.parametrize("status", ["signing", "issued", "failed"])
@@ -443,11 +453,24 @@ def test_validity_is_capped_by_the_issuing_ca(
 # --- Transient failures ------------------------------------------------------------------
 
 
-class UnreachableSigners(SignerCache):
-    """A signer store whose backend is down: raises what a lost database connection raises."""
+class StoreUnreachable(Database):
+    """The database goes away after the claim: the store step's connection is refused (a
+    real refusal, from a port nothing listens on), and later sessions work again."""
 
-    def get(self, authority: Authority, passphrase: str | None) -> IssuedCa:
-        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+    def __init__(self, real: Database) -> None:
+        self.real, self.calls = real, 0
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        self.calls += 1
+        if self.calls == 2:
+            dead = create_engine(f"postgresql+psycopg://127.0.0.1:{free_port()}/nothing")
+            try:
+                dead.connect()
+            finally:
+                dead.dispose()
+        with self.real.session() as session:
+            yield session
 
 
 def test_release_puts_claimed_rows_back(
@@ -496,8 +519,10 @@ def test_transient_error_releases_the_batch_and_a_retry_issues_it(
 ) -> None:
     ids = _requests(database, world.host_id, None, None)
 
+    unreachable = StoreUnreachable(database)
     with pytest.raises(OperationalError):
-        _issue(database, ids, secrets, clock, UnreachableSigners())
+        service.issue_batch(unreachable, ids, signers=SignerCache(), secrets=secrets, clock=clock)
+    assert unreachable.calls == 3  # claim, store (refused), release
 
     for request_id in ids:
         request = _request(database, request_id)

@@ -7,8 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -78,8 +81,11 @@ def new_request(
 
 def record_requested(session: Session, row: IssuanceRequest, actor: str, now: dt.datetime) -> None:
     """The audit Event of a stored (flushed) request."""
-    events.record(
-        session,
+    events.record_all(session, [requested_entry(row, actor, now)])
+
+
+def requested_entry(row: IssuanceRequest, actor: str, now: dt.datetime) -> dict[str, Any]:
+    return events.entry(
         "issuance.requested",
         actor,
         at=now,
@@ -114,26 +120,68 @@ def renewal_request(
     """A request that renews `certificate` for its host. A host-held key (issued from a CSR,
     e.g. through an agent) is renewed from the same CSR, so the host's key keeps working;
     a server-held key gets a new one."""
-    host = certificate.host
-    csr = None
-    if certificate.key_source == "csr" and certificate.request_id is not None:
-        original = session.get(IssuanceRequest, certificate.request_id)
-        csr = original.csr_pem if original is not None else None
-        if csr is None:
-            raise Conflict(f"certificate {certificate.id} has no CSR to renew from")
-    validity = host.site.default_validity_days
-    row = store_request(
-        session, host, csr, validity, None, request_fingerprint(host.id, csr, validity), actor, now
-    )
-    certificate.renewal_request_id = row.id
-    events.record(
-        session,
-        "renewal.started",
-        actor,
-        at=now,
-        site_id=host.site_id,
-        host_id=host.id,
-        subject=("certificate", certificate.id),
-        request_id=row.id,
-    )
-    return row
+    result = renewal_requests(session, [certificate], actor=actor, now=now)[certificate.id]
+    if isinstance(result, Conflict):
+        raise result
+    return result
+
+
+def renewal_requests(
+    session: Session,
+    certificates: Sequence[Certificate],
+    *,
+    actor: str,
+    now: dt.datetime,
+    campaign_id: int | None = None,
+) -> dict[int, IssuanceRequest | Conflict]:
+    """renewal_request for many certificates at once (their hosts and sites loaded): the
+    CSRs in one query, the new rows in one flush, the Events in one INSERT. By certificate
+    ID: the new request, or why there is none."""
+    originals = [
+        c.request_id for c in certificates if c.key_source == "csr" and c.request_id is not None
+    ]
+    csrs: dict[int, str | None] = {}
+    if originals:
+        rows = session.execute(
+            select(IssuanceRequest.id, IssuanceRequest.csr_pem).where(
+                IssuanceRequest.id.in_(originals)
+            )
+        )
+        csrs = {request_id: csr for request_id, csr in rows.all()}
+    results: dict[int, IssuanceRequest | Conflict] = {}
+    created: list[tuple[Certificate, IssuanceRequest]] = []
+    for certificate in certificates:
+        csr = None
+        if certificate.key_source == "csr" and certificate.request_id is not None:
+            csr = csrs.get(certificate.request_id)
+            if csr is None:
+                results[certificate.id] = Conflict(
+                    f"certificate {certificate.id} has no CSR to renew from"
+                )
+                continue
+        host = certificate.host
+        validity = host.site.default_validity_days
+        fingerprint = request_fingerprint(host.id, csr, validity)
+        row = new_request(host, csr, validity, None, fingerprint, actor, now)
+        row.campaign_id = campaign_id
+        results[certificate.id] = row
+        created.append((certificate, row))
+    session.add_all([row for _, row in created])
+    session.flush()
+    entries = []
+    for certificate, row in created:
+        certificate.renewal_request_id = row.id
+        entries += [
+            requested_entry(row, actor, now),
+            events.entry(
+                "renewal.started",
+                actor,
+                at=now,
+                site_id=row.host.site_id,
+                host_id=row.host_id,
+                subject=("certificate", certificate.id),
+                request_id=row.id,
+            ),
+        ]
+    events.record_all(session, entries)
+    return results

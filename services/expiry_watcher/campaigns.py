@@ -57,7 +57,7 @@ from shared.db.models import (
 from shared.db.session import Database
 from shared.deliveries import MAX_PROBES, client_host_ids, method_of
 from shared.errors import CertfleetError
-from shared.issuance import renewal_request
+from shared.issuance import renewal_requests
 from shared.renewal import Candidate, MaintenanceWindow, choose_batch
 
 Publish = Callable[[contracts.Message], None]
@@ -465,21 +465,17 @@ def _dispatch(session: Session, campaign: Campaign, now: dt.datetime) -> list[in
         per_site_limit=max(slots.values()),
         busy_host_names=busy_host_names(session),
     )
-    started: list[int] = []
+    chosen: list[tuple[CampaignItem, Certificate]] = []
     for candidate in batch:
         if budget <= 0:
             break
         if slots[candidate.site_id] <= 0:
             continue
-        item, certificate = rows[candidate.host_id]
-        if not _claim(session, item, now):
-            continue
         slots[candidate.site_id] -= 1
         budget -= 1
-        request_id = _start(session, campaign, item, certificate, now)
-        if request_id is not None:
-            started.append(request_id)
-    return started
+        chosen.append(rows[candidate.host_id])
+    claimed = _claim(session, [item.id for item, _ in chosen], now)
+    return _start(session, campaign, [(i, c) for i, c in chosen if i.id in claimed], now)
 
 
 def _window_open(site: Site, now: dt.datetime) -> bool:
@@ -487,50 +483,69 @@ def _window_open(site: Site, now: dt.datetime) -> bool:
     return window is None or window.is_open(now)
 
 
-def _claim(session: Session, item: CampaignItem, now: dt.datetime) -> bool:
-    """pending -> queued by a conditional update: of two runs at once, one wins."""
+def _claim(session: Session, item_ids: list[int], now: dt.datetime) -> set[int]:
+    """pending -> queued by one conditional update: of two runs at once, each item goes to
+    one. Returns the items this run claimed (their objects in the session are updated)."""
+    if not item_ids:
+        return set()
     claimed = session.execute(
         update(CampaignItem)
-        .where(CampaignItem.id == item.id, CampaignItem.status == "pending")
+        .where(CampaignItem.id.in_(item_ids), CampaignItem.status == "pending")
         .values(status="queued", started_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
+        .returning(CampaignItem.id)
+        .execution_options(synchronize_session="fetch")
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    session.refresh(item)
-    return True
+    return {row[0] for row in claimed.all()}
 
 
 def _start(
     session: Session,
     campaign: Campaign,
-    item: CampaignItem,
-    certificate: Certificate,
+    claimed: list[tuple[CampaignItem, Certificate]],
     now: dt.datetime,
-) -> int | None:
-    """Renew the item's certificate; returns the new request's ID (None: nothing to send)."""
-    if certificate.status != "active":
-        successor = (
-            session.get(Certificate, certificate.superseded_by_id)
-            if certificate.superseded_by_id
-            else None
-        )
-        wanted = campaign.new_authority_id if campaign.kind == ROTATE else None
-        if successor is not None and wanted in (None, successor.authority_id):
-            item.status, item.new_certificate_id = "issued", successor.id
-        else:
-            _finish(item, "skipped", now, f"certificate {certificate.id} is {certificate.status}")
-        return None
-    if certificate.renewal_request_id is not None:
-        running = session.get(IssuanceRequest, certificate.renewal_request_id)
-        if running is not None and running.status in ("queued", "signing"):
-            item.request_id = running.id  # already being renewed: follow that renewal
-            return None
-    try:
-        request = renewal_request(session, certificate, actor=f"campaign:{campaign.id}", now=now)
-    except CertfleetError as exc:
-        _finish(item, "failed", now, exc.message)
-        return None
-    request.campaign_id = campaign.id
-    item.request_id = request.id
-    return request.id
+) -> list[int]:
+    """Renew the claimed items' certificates; returns the new requests' IDs. A certificate
+    already replaced is followed to its successor, one already being renewed is followed to
+    that renewal; the rest get new requests in one go."""
+    # What the checks below read, in two queries rather than one per item.
+    successors = [c.superseded_by_id for _, c in claimed if c.superseded_by_id]
+    session.scalars(select(Certificate).where(Certificate.id.in_(successors))).all()
+    renewals = [c.renewal_request_id for _, c in claimed if c.renewal_request_id]
+    session.scalars(select(IssuanceRequest).where(IssuanceRequest.id.in_(renewals))).all()
+    renew: list[tuple[CampaignItem, Certificate]] = []
+    for item, certificate in claimed:
+        if certificate.status != "active":
+            successor = (
+                session.get(Certificate, certificate.superseded_by_id)
+                if certificate.superseded_by_id
+                else None
+            )
+            wanted = campaign.new_authority_id if campaign.kind == ROTATE else None
+            if successor is not None and wanted in (None, successor.authority_id):
+                item.status, item.new_certificate_id = "issued", successor.id
+            else:
+                reason = f"certificate {certificate.id} is {certificate.status}"
+                _finish(item, "skipped", now, reason)
+            continue
+        if certificate.renewal_request_id is not None:
+            running = session.get(IssuanceRequest, certificate.renewal_request_id)
+            if running is not None and running.status in ("queued", "signing"):
+                item.request_id = running.id  # already being renewed: follow that renewal
+                continue
+        renew.append((item, certificate))
+    requests = renewal_requests(
+        session,
+        [c for _, c in renew],
+        actor=f"campaign:{campaign.id}",
+        now=now,
+        campaign_id=campaign.id,
+    )
+    started: list[int] = []
+    for item, certificate in renew:
+        request = requests[certificate.id]
+        if isinstance(request, CertfleetError):
+            _finish(item, "failed", now, request.message)
+            continue
+        item.request_id = request.id
+        started.append(request.id)
+    return started

@@ -15,6 +15,7 @@ Each run, in order:
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +26,8 @@ from shared import contracts, events
 from shared.clock import Clock
 from shared.db.models import Certificate, Delivery, Host, IssuanceRequest
 from shared.db.session import Database
-from shared.issuance import renewal_request
+from shared.issuance import renewal_requests
+from shared.logging import fields
 from shared.renewal import (
     Candidate,
     MaintenanceWindow,
@@ -34,6 +36,8 @@ from shared.renewal import (
     renewal_due_at,
     renewal_retry_delay,
 )
+
+log = logging.getLogger(__name__)
 
 ACTOR = "expiry-watcher"
 Publish = Callable[[contracts.Message], None]
@@ -142,9 +146,10 @@ def busy_host_names(session: Session) -> set[str]:
 def covering_failovers(session: Session, site_ids: set[int]) -> dict[str, list[str]]:
     """recording server name -> names of the failover servers that cover it."""
     covering: dict[str, list[str]] = {}
-    for host in session.scalars(select(Host).where(Host.site_id.in_(site_ids))):
-        for covered in host.failover_for or []:
-            covering.setdefault(covered, []).append(host.name)
+    rows = session.execute(select(Host.name, Host.failover_for).where(Host.site_id.in_(site_ids)))
+    for name, failover_for in rows.all():
+        for covered in failover_for or []:
+            covering.setdefault(covered, []).append(name)
     return covering
 
 
@@ -184,9 +189,18 @@ def renew_due(
         batch = choose_batch(
             candidates, per_site_limit=per_site_limit, busy_host_names=busy_host_names(session)
         )
-        started = [
-            renewal_request(session, ready[c.host_id], actor=ACTOR, now=now).id for c in batch
-        ]
+        requests = renewal_requests(
+            session, [ready[c.host_id] for c in batch], actor=ACTOR, now=now
+        )
+        started = []
+        for certificate_id, request in requests.items():
+            if isinstance(request, IssuanceRequest):
+                started.append(request.id)
+            else:
+                log.warning(
+                    "certificate not renewed",
+                    extra=fields(certificate_id=certificate_id, error=request.message),
+                )
     for chunk in contracts.chunked(started, contracts.MAX_IDS_PER_MESSAGE):
         publish(contracts.issue_batch(chunk))
     return RenewalReport(

@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session, joinedload
 from services.api.auth import Principal
 from services.api.common import get_or_404
 from services.api.hosts.service import get_host, host_by_name
+from shared import events
 from shared.db.models import Host, IssuanceRequest
 from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
 from shared.issuance import (
     check_csr_for_host,
     new_request,
-    record_requested,
     request_fingerprint,
+    requested_entry,
     site_policy,
     store_request,
     subject_names,
@@ -177,8 +178,7 @@ def accept_bulk(
     created = [a.request for a in accepted if a.created]
     session.add_all(created)
     session.flush()
-    for row in created:
-        record_requested(session, row, who.actor, now)
+    events.record_all(session, [requested_entry(row, who.actor, now) for row in created])
     return accepted
 
 

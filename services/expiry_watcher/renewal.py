@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Text, and_, cast, or_, select
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from shared import contracts, events
@@ -146,7 +146,13 @@ def busy_host_names(session: Session) -> set[str]:
 def covering_failovers(session: Session, site_ids: set[int]) -> dict[str, list[str]]:
     """recording server name -> names of the failover servers that cover it."""
     covering: dict[str, list[str]] = {}
-    rows = session.execute(select(Host.name, Host.failover_for).where(Host.site_id.in_(site_ids)))
+    # Only hosts that cover something: the JSON's text is "[]" for the others. A site of
+    # hundreds of recording servers has a few failovers, so this reads a few rows.
+    rows = session.execute(
+        select(Host.name, Host.failover_for).where(
+            Host.site_id.in_(site_ids), cast(Host.failover_for, Text).not_in(("[]", "null"))
+        )
+    )
     for name, failover_for in rows.all():
         for covered in failover_for or []:
             covering.setdefault(covered, []).append(name)

@@ -156,6 +156,9 @@ class Certificate(Base):
         UniqueConstraint("authority_id", "serial"),
         Index("ix_certificates_status_not_after", "status", "not_after"),
         Index("ix_certificates_host_status", "host_id", "status"),
+        # The renewal scan walks active certificates in due order; with renewal_due_at
+        # alone it would step over every superseded generation first.
+        Index("ix_certificates_status_renewal_due", "status", "renewal_due_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -180,7 +183,7 @@ class Certificate(Base):
     revocation_reason: Mapped[str | None] = mapped_column(String(64))
     # Renewal: when it is due (set at issuance, with jitter), its attempts, and when to try
     # again after a failure (hours, not a whole period).
-    renewal_due_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    renewal_due_at: Mapped[dt.datetime | None]
     renewal_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_renewal_at: Mapped[dt.datetime | None]
     renewal_request_id: Mapped[int | None] = mapped_column(Integer)

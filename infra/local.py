@@ -8,7 +8,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -32,17 +32,19 @@ def libpq_url(sqlalchemy_url: str) -> str:
     )
 
 
-def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    """A redis-server without persistence, on a free port or on `port` (a restart). Retried if
-    another process takes the port between choosing and binding it; RuntimeError if it never
-    starts."""
+def start_redis(
+    workdir: Path, port: int | None = None, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server without persistence, on a free port or on `port` (a restart), with
+    `extra` options (e.g. --replicaof). Retried if another process takes the port between
+    choosing and binding it; RuntimeError if it never starts."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "redis.log"
     for _attempt in range(5):
         chosen = port or free_port()
         process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log)],
+             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -3,17 +3,20 @@ send contract messages without importing any worker code."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlparse
 
+import redis
 from celery import Celery
 from kombu import Queue
+from redis.sentinel import Sentinel
 
 from shared.contracts import QUEUE_DISTRIBUTE, QUEUE_EXPIRY, QUEUE_ISSUE, Message
-from shared.settings import Settings
+from shared.settings import Settings, broker_url, sentinel_nodes
 
 
 def make_celery(settings: Settings, name: str) -> Celery:
-    app = Celery(name, broker=settings.redis_url)
+    app = Celery(name, broker=broker_url(settings.redis_url))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -28,11 +31,40 @@ def make_celery(settings: Settings, name: str) -> Celery:
         broker_connection_retry_on_startup=True,
         # Retries wait up to an hour (ETA tasks); a shorter visibility timeout would have Redis
         # hand a waiting task to a second worker.
-        broker_transport_options={"visibility_timeout": max(settings.task_time_limit_s * 4, 7200)},
+        broker_transport_options={
+            "visibility_timeout": max(settings.task_time_limit_s * 4, 7200),
+            **(
+                {"master_name": settings.redis_sentinel_master}
+                if is_sentinel(settings.redis_url)
+                else {}
+            ),
+        },
         task_queues=[Queue(QUEUE_ISSUE), Queue(QUEUE_DISTRIBUTE), Queue(QUEUE_EXPIRY)],
         enable_utc=True,
     )
     return app
+
+
+def is_sentinel(url: str) -> bool:
+    return urlparse(url).scheme == "sentinel"
+
+
+def redis_client(url: str, master: str | None = None, **kwargs: Any) -> redis.Redis:
+    """A client of the Redis that `url` names: directly, or with a `sentinel://` URL the
+    current master that the Sentinels report for `master` (found again after a failover)."""
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, **kwargs)
+    if not master:
+        raise ValueError("a sentinel:// URL needs the master's name")
+    nodes = sentinel_nodes(url)
+    timeouts = {
+        k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")
+    }
+    sentinel = Sentinel(nodes.addresses, **timeouts)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master, db=nodes.db, password=nodes.password, **kwargs
+    )
+    return client
 
 
 class Publisher(Protocol):

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from shared.errors import ConfigError
 
@@ -23,6 +23,8 @@ DEFAULT_API_BIND = "127.0.0.1:8080"
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
+    # With a sentinel:// URL: the name of the master the Sentinels watch.
+    redis_sentinel_master: str = "mymaster"
     api_bind: str = DEFAULT_API_BIND
     # Secrets are kept out of repr() so that a logged Settings object leaks nothing.
     ca_key_passphrase: str | None = field(default=None, repr=False)
@@ -91,6 +93,11 @@ class Settings:
         redis_url = get("REDIS_URL", DEFAULT_REDIS_URL) or DEFAULT_REDIS_URL
         if urlparse(redis_url).scheme not in ("redis", "rediss", "sentinel"):
             problems.append("CERTFLEET_REDIS_URL must be a redis://, rediss:// or sentinel:// URL")
+        elif urlparse(redis_url).scheme == "sentinel":
+            try:
+                sentinel_nodes(redis_url)
+            except ValueError as exc:
+                problems.append(f"CERTFLEET_REDIS_URL: {exc}")
         api_bind = get("API_BIND", DEFAULT_API_BIND) or DEFAULT_API_BIND
         host, _, port = api_bind.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -108,6 +115,7 @@ class Settings:
         settings = cls(
             database_url=normalize_database_url(database_url),
             redis_url=redis_url,
+            redis_sentinel_master=get("REDIS_SENTINEL_MASTER", "mymaster") or "mymaster",
             api_bind=api_bind,
             ca_key_passphrase=passphrase,
             data_key=data_key,
@@ -151,3 +159,43 @@ def normalize_database_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+@dataclass(frozen=True)
+class SentinelNodes:
+    addresses: list[tuple[str, int]]
+    db: int
+    password: str | None = field(default=None, repr=False)
+
+
+def sentinel_nodes(url: str) -> SentinelNodes:
+    """The Sentinels, database number and password of a Sentinel URL in kombu's form:
+    `sentinel://[:password@]host:port[/db]`, several joined with `;`."""
+    addresses: list[tuple[str, int]] = []
+    db, password = 0, None
+    for part in url.split(";"):
+        parsed = urlparse(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ValueError("each ;-separated part must be sentinel://host:port")
+        try:
+            port = parsed.port or 26379
+        except ValueError:
+            raise ValueError("a Sentinel port must be a number") from None
+        addresses.append((parsed.hostname, port))
+        path = parsed.path.strip("/")
+        if path:
+            if not path.isdigit():
+                raise ValueError("the database must be a number (sentinel://host:port/0)")
+            db = int(path)
+        password = unquote(parsed.password) if parsed.password else password
+    return SentinelNodes(addresses, db, password)
+
+
+def broker_url(url: str) -> str:
+    """The URL for Celery's broker. kombu takes the database and password of a Sentinel URL
+    from its first part only, so each part gets them, wherever they were written."""
+    if urlparse(url).scheme != "sentinel":
+        return url
+    nodes = sentinel_nodes(url)
+    auth = f":{quote(nodes.password, safe='')}@" if nodes.password else ""
+    return ";".join(f"sentinel://{auth}{host}:{port}/{nodes.db}" for host, port in nodes.addresses)

@@ -6,7 +6,6 @@ import logging
 import uuid
 from typing import Any
 
-import redis
 from flask import Flask, Response, g, request
 from flask_smorest import Api
 
@@ -30,7 +29,7 @@ from services.api.tokens.routes import blp as tokens_blp
 from shared.clock import Clock, SystemClock
 from shared.db.session import Database
 from shared.logging import bind, configure_logging, unbind
-from shared.queue import CeleryPublisher, Publisher, make_celery
+from shared.queue import CeleryPublisher, Publisher, make_celery, redis_client
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,8 +75,11 @@ def create_app(
         db=database or Database(settings.database_url),
         publisher=publisher or CeleryPublisher(make_celery(settings, "certfleet-api")),
         clock=clock or SystemClock(),
-        redis_client=redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        redis_client=redis_client(
+            settings.redis_url,
+            settings.redis_sentinel_master,
+            socket_timeout=2,
+            socket_connect_timeout=2,
         ),
     )
     api = CertfleetApi(app)

@@ -14,6 +14,8 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
+from shared.queue import redis_client
+
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "certfleet:expiry-watcher:beat"
@@ -25,7 +27,10 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
-        self.redis = redis.Redis.from_url(self.app.conf.broker_url, socket_timeout=5)
+        options = self.app.conf.broker_transport_options or {}
+        self.redis = redis_client(
+            self.app.conf.broker_url, options.get("master_name"), socket_timeout=5
+        )
         self.holding = False
         # Redis evaluates this atomically: extend only a lock that is still ours.
         self._extend = self.redis.register_script(

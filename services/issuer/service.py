@@ -339,7 +339,7 @@ def issue_batch(
     # Committed: the claims are visible to the sweep, and no lock is held while signing.
     skipped = sorted(set(request_ids) - set(claimed))
     if not claimed:
-        return BatchResult([], [], skipped)
+        return _done(BatchResult([], [], skipped))
     try:
         outcomes = _sign_claimed(requests, signers, secrets, clock.now())
         with db.session() as session:
@@ -356,10 +356,14 @@ def issue_batch(
         skipped = sorted([*skipped, *lost])
     issued = [o.request_id for o in outcomes if isinstance(o, Signed)]
     failed = [o.request_id for o in outcomes if isinstance(o, Failed)]
-    log.info(
-        "batch done", extra=fields(issued=len(issued), failed=len(failed), skipped=len(skipped))
-    )
-    return BatchResult(issued, failed, skipped, certificate_ids)
+    return _done(BatchResult(issued, failed, skipped, certificate_ids))
+
+
+def _done(result: BatchResult) -> BatchResult:
+    """Log a batch's outcome (also when another worker had claimed all of it) and return it."""
+    counts = {k: len(getattr(result, k)) for k in ("issued", "failed", "skipped")}
+    log.info("batch done", extra=fields(**counts))
+    return result
 
 
 def _load_claimed(session: Session, claimed: Sequence[int]) -> Sequence[IssuanceRequest]:

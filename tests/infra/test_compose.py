@@ -4,7 +4,6 @@ reach only the processes that need them."""
 
 from __future__ import annotations
 
-import importlib
 import re
 import shutil
 import subprocess
@@ -14,12 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import Settings
+from tests.infra.manifests import SETTING_NAMES, component
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-SETTING_NAMES = {f"CERTFLEET_{name.upper()}" for name in Settings.__dataclass_fields__}
-SETTING_NAMES |= {"CERTFLEET_TEST_PG_ADMIN_URL"}
+CERTFLEET_SERVICES = ("init", "api", "issuer", "distributor", "expiry-watcher", "beat")
 
 
 @pytest.fixture(scope="module")
@@ -51,24 +49,33 @@ def test_services_and_dependencies(compose: dict[str, Any]) -> None:
 
 def test_commands_point_at_real_code(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    api = services["api"]["command"]
-    module, _, factory = api[-1].partition(":")
-    assert callable(getattr(importlib.import_module(module), factory.removesuffix("()")))
-    issuer = services["issuer"]["command"]
-    tasks = importlib.import_module(issuer[issuer.index("-A") + 1])
-    assert "certfleet.issuer.issue_batch" in tasks.app.tasks
-    assert issuer[issuer.index("--queues") + 1] == "issue"
-    assert services["init"]["command"] == ["certfleet", "init"]
-    distributor = services["distributor"]["command"]
-    tasks = importlib.import_module(distributor[distributor.index("-A") + 1])
-    assert "certfleet.distributor.deliver" in tasks.app.tasks
-    assert distributor[distributor.index("--queues") + 1] == "distribute"
-    watcher = importlib.import_module(services["beat"]["command"][2])
-    assert watcher.app.conf.beat_scheduler.endswith(":LockedScheduler")
-    assert "certfleet.expiry.sweep" in watcher.app.tasks
+    started = {name: component(services[name]["command"]) for name in CERTFLEET_SERVICES}
+    assert started == {
+        "init": "init",
+        "api": "api",
+        "issuer": "issue",
+        "distributor": "distribute",
+        "expiry-watcher": "expiry",
+        "beat": "beat",
+    }
     dockerfile = (ROOT / services["api"]["build"]["dockerfile"]).read_text()
     for copied in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
         assert (ROOT / copied).exists(), copied
+
+
+def test_sentinel_profile_watches_the_master_the_services_ask_for(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    sentinels = [n for n, s in services.items() if "sentinel" in s.get("profiles", [])]
+    assert {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"} == set(sentinels)
+    master = services["api"]["environment"]["CERTFLEET_REDIS_SENTINEL_MASTER"]
+    name = re.fullmatch(r"\$\{CERTFLEET_REDIS_SENTINEL_MASTER:-(\w+)\}", master)
+    assert name is not None
+    for sentinel in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = services[sentinel]["command"][0]
+        assert f"sentinel monitor {name.group(1)} redis 6379 2" in script
+    assert "--replicaof" in services["redis-replica"]["command"]
 
 
 def test_only_known_settings_and_secrets_where_needed(compose: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Issuance through the running stack on PostgreSQL: bulk API (chunks of at most 5000) ->
+"""Issuance through the running stack on PostgreSQL: bulk API (calls of BULK_MAX requests) ->
 Redis -> issuer workers -> rows committed `issued`; and the latency of one request at idle.
 
 One fleet serves the three issuance steps: hosts are registered with COPY, each with a real
@@ -21,7 +21,10 @@ import requests
 from infra.bench import env
 from infra.bench.raw import cores
 
-BULK_MAX = 5000
+# The API commits and enqueues a bulk call as a whole, so the issuer starts on a call's
+# requests only when the call returns: calls of 500 keep both sides busy (5000 left the
+# issuer idle for the first call's 3 s; measured 606 vs 434 certs/s over 3000 requests).
+BULK_MAX = 500
 POLL_S = 0.25
 HOSTS_PER_SITE = 1000
 

@@ -29,6 +29,9 @@ TASK_NOTIFY = "certfleet.expiry.notify"
 TASK_ADVANCE_CAMPAIGNS = "certfleet.expiry.advance_campaigns"
 
 MAX_IDS_PER_MESSAGE = 1000
+# A server-side key costs an RSA-2048 keygen, some tens of CSR signatures: such requests go
+# in small messages, so that a burst spreads over every issuer process instead of one.
+KEYGEN_IDS_PER_MESSAGE = 10
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,17 @@ def _ids(values: Sequence[int]) -> list[int]:
 
 def issue_batch(request_ids: Sequence[int]) -> Message:
     return Message(TASK_ISSUE_BATCH, QUEUE_ISSUE, {"request_ids": _ids(request_ids)})
+
+
+def issue_batches(
+    csr_ids: Sequence[int], keygen_ids: Sequence[int], batch_size: int
+) -> list[Message]:
+    """The issue messages for requests with a CSR (`batch_size` per message) and requests
+    for a server-side key (KEYGEN_IDS_PER_MESSAGE per message)."""
+    size = min(batch_size, KEYGEN_IDS_PER_MESSAGE)
+    return [issue_batch(c) for c in chunked(csr_ids, batch_size)] + [
+        issue_batch(c) for c in chunked(keygen_ids, size)
+    ]
 
 
 def create_authority(authority_id: int) -> Message:

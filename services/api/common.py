@@ -20,7 +20,7 @@ from shared.contracts import (
     MAX_IDS_PER_MESSAGE,
     chunked,
     distribute_trust,
-    issue_batch,
+    issue_batches,
     publish_crl,
 )
 from shared.errors import NotFound, Unavailable, ValidationFailed
@@ -100,13 +100,14 @@ def page_of(rows: Sequence[object], limit: int) -> tuple[list[object], str | Non
     return items, encode_cursor(items[-1].id) if more and items else None  # type: ignore[attr-defined]
 
 
-def publish_issuance(request_ids: Sequence[int]) -> None:
-    """Enqueue already committed requests. If Redis is down the rows stay `queued`, nothing is
-    lost, and the caller is told to retry (a replay with the same Idempotency-Key re-enqueues)."""
+def publish_issuance(request_ids: Sequence[int], keygen_ids: Sequence[int] = ()) -> None:
+    """Enqueue already committed requests (`keygen_ids`: those for a server-side key, sent in
+    smaller messages). If Redis is down the rows stay `queued`, nothing is lost, and the
+    caller is told to retry (a replay with the same Idempotency-Key re-enqueues)."""
     rt = runtime()
     try:
-        for chunk in chunked(list(request_ids), rt.settings.issue_batch_size):
-            rt.publisher.publish(issue_batch(chunk))
+        for message in issue_batches(request_ids, keygen_ids, rt.settings.issue_batch_size):
+            rt.publisher.publish(message)
     except (redis.exceptions.RedisError, KombuOperationalError, OSError) as exc:
         raise Unavailable(
             "the request was saved but could not be queued; retry with the same Idempotency-Key"

@@ -75,3 +75,18 @@ def test_chunked(n: int, size: int, expected_sizes: list[int]) -> None:
 def test_queue_names_are_distinct() -> None:
     queues = {contracts.QUEUE_ISSUE, contracts.QUEUE_DISTRIBUTE, contracts.QUEUE_EXPIRY}
     assert len(queues) == 3
+
+
+def test_server_key_requests_go_in_small_messages() -> None:
+    messages = contracts.issue_batches(list(range(250)), list(range(1000, 1025)), 100)
+    sizes = [len(m.kwargs["request_ids"]) for m in messages]
+    assert sizes == [100, 100, 50, 10, 10, 5]
+    sent = [i for m in messages for i in m.kwargs["request_ids"]]
+    assert sent == [*range(250), *range(1000, 1025)]
+    assert {m.task for m in messages} == {contracts.TASK_ISSUE_BATCH}
+    # A batch size below the keygen one bounds both.
+    assert [len(m.kwargs["request_ids"]) for m in contracts.issue_batches([1], [2, 3, 4], 2)] == [
+        1,
+        2,
+        1,
+    ]

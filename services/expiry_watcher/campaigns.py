@@ -507,11 +507,13 @@ def _start(
     """Renew the claimed items' certificates; returns the new requests' IDs. A certificate
     already replaced is followed to its successor, one already being renewed is followed to
     that renewal; the rest get new requests in one go."""
-    # What the checks below read, in two queries rather than one per item.
+    # Into the session, what the checks below read: a query each rather than one per item.
     successors = [c.superseded_by_id for _, c in claimed if c.superseded_by_id]
-    session.scalars(select(Certificate).where(Certificate.id.in_(successors))).all()
+    if successors:
+        session.scalars(select(Certificate).where(Certificate.id.in_(successors))).all()
     renewals = [c.renewal_request_id for _, c in claimed if c.renewal_request_id]
-    session.scalars(select(IssuanceRequest).where(IssuanceRequest.id.in_(renewals))).all()
+    if renewals:
+        session.scalars(select(IssuanceRequest).where(IssuanceRequest.id.in_(renewals))).all()
     renew: list[tuple[CampaignItem, Certificate]] = []
     for item, certificate in claimed:
         if certificate.status != "active":

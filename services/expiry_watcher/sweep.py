@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import contracts, deliveries
@@ -156,17 +156,22 @@ def _unfinished_probes(
 
 
 def _unplanned_certificates(session: Session, before: dt.datetime, limit: int) -> list[int]:
-    """Active certificates with no delivery at all although their host has a method."""
-    rows = session.execute(
-        select(Certificate.id, Host.delivery)
-        .join(Host, Host.id == Certificate.host_id)
-        .outerjoin(Delivery, and_(Delivery.certificate_id == Certificate.id))
-        .where(
-            Certificate.status == "active",
-            Certificate.created_at < before,
-            Delivery.id.is_(None),
+    """Active certificates with no delivery at all although their host has a method. The
+    method is tested in SQL: filtered afterwards, the first `limit` certificates of hosts
+    without one would hide every later one that has one."""
+    method = func.coalesce(Host.delivery["method"].as_string(), "none")
+    return list(
+        session.scalars(
+            select(Certificate.id)
+            .join(Host, Host.id == Certificate.host_id)
+            .outerjoin(Delivery, and_(Delivery.certificate_id == Certificate.id))
+            .where(
+                Certificate.status == "active",
+                Certificate.created_at < before,
+                Delivery.id.is_(None),
+                method != "none",
+            )
+            .order_by(Certificate.id)
+            .limit(limit)
         )
-        .order_by(Certificate.id)
-        .limit(limit)
-    ).all()
-    return [row.id for row in rows if (row.delivery or {}).get("method", "none") != "none"]
+    )

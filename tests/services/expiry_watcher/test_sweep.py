@@ -174,3 +174,33 @@ def test_only_due_unleased_deliveries_are_sent_again(
     assert messages(queue, contracts.QUEUE_DISTRIBUTE) == [
         (contracts.TASK_DELIVER, {"delivery_id": due.id})
     ]
+
+
+def test_unplanned_certificates_are_found_behind_many_hosts_without_a_method(
+    database: Database,
+    clock: FixedClock,
+    hosts: list[int],
+    queue: redis.Redis,
+    publish: Any,
+    ca_passphrase: str,
+    data_key: str,
+) -> None:
+    """More certificates of hosts with no delivery method than one run reads, issued first:
+    the one certificate whose host has a method is still found."""
+    with database.session() as session:
+        site = session.get_one(Host, hosts[0]).site
+        bare = [make_host(session, site, name=f"plain{i}").id for i in range(5)]
+    secrets = issuer.Secrets(ca_passphrase, data_key)
+    first = queue_requests(database, clock, bare)
+    issuer.issue_batch(database, first, signers=issuer.SignerCache(), secrets=secrets, clock=clock)
+    [last] = queue_requests(database, clock, hosts[:1])
+    result = issuer.issue_batch(
+        database, [last], signers=issuer.SignerCache(), secrets=secrets, clock=clock
+    )
+    queue.flushall()  # the issuer's distribute messages are lost
+    clock.advance(dt.timedelta(minutes=3))
+    report = sweep(database, publish, clock, SweepLimits(per_run=3))
+    assert report.certificates_planned == 1
+    [(task, payload)] = messages(queue, contracts.QUEUE_DISTRIBUTE)
+    assert task == contracts.TASK_DISTRIBUTE_CERTIFICATES
+    assert payload["certificate_ids"] == result.certificate_ids

@@ -80,6 +80,7 @@ class Signed:
     site_id: int
     certificate: x509.Certificate
     row: dict[str, Any] = field(repr=False)  # the certificates row, but created_at
+    delivered: bool = False  # the host has a delivery method: the distributor has work
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class BatchResult:
     failed: list[int]
     skipped: list[int]
     certificate_ids: list[int] = field(default_factory=list)
+    to_distribute: list[int] = field(default_factory=list)  # of hosts with a delivery method
 
 
 def claim(session: Session, request_ids: Sequence[int], now: dt.datetime) -> dict[int, int]:
@@ -185,6 +187,7 @@ def sign_request(
         host.site_id,
         certificate,
         _certificate_row(request, certificate, sealed),
+        delivered=deliveries.method_in(host.delivery) != "none",
     )
 
 
@@ -354,9 +357,11 @@ def issue_batch(
     if lost:
         log.warning("claims taken over by another worker", extra=fields(request_ids=lost))
         skipped = sorted([*skipped, *lost])
-    issued = [o.request_id for o in outcomes if isinstance(o, Signed)]
+    signed = [o for o in outcomes if isinstance(o, Signed)]
     failed = [o.request_id for o in outcomes if isinstance(o, Failed)]
-    return _done(BatchResult(issued, failed, skipped, certificate_ids))
+    to_distribute = [c for o, c in zip(signed, certificate_ids, strict=True) if o.delivered]
+    issued = [o.request_id for o in signed]
+    return _done(BatchResult(issued, failed, skipped, certificate_ids, to_distribute))
 
 
 def _done(result: BatchResult) -> BatchResult:

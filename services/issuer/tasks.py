@@ -119,8 +119,9 @@ def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
         lambda reason: service.give_up(rt.db, request_ids, reason, rt.clock),
         "issuing",
     )
-    # After the commit: the distributor plans deliveries for what was just issued.
-    for chunk in chunked(result.certificate_ids, MAX_IDS_PER_MESSAGE):
+    # After the commit: the distributor plans deliveries for what was just issued (a host
+    # without a delivery method gives it nothing to do).
+    for chunk in chunked(result.to_distribute, MAX_IDS_PER_MESSAGE):
         rt.publisher.publish(distribute_certificates(chunk))
     return {
         "issued": len(result.issued),

@@ -273,6 +273,22 @@ def test_supersede_within_one_batch(
     assert [e.data["superseded"] for e in issued] == [[], [rows[0][0]], [rows[1][0]]]
 
 
+def test_only_certificates_of_hosts_with_a_delivery_method_go_to_the_distributor(
+    database: Database, world: World, secrets: Secrets, clock: FixedClock
+) -> None:
+    with database.session() as session:
+        site = session.get_one(Host, world.host_id).site
+        pushed = make_host(session, site, name="rec-push")
+        pushed.delivery = {"method": "directory", "settings": {"path": "/srv/certs"}}
+        pushed_id = pushed.id
+    [plain] = _requests(database, world.host_id, None)
+    [push] = _requests(database, pushed_id, None)
+    result = _issue(database, [plain, push], secrets, clock)
+    assert result.issued == [plain, push]
+    assert result.to_distribute == [_request(database, push).certificate_id]
+    assert result.certificate_ids == [_request(database, i).certificate_id for i in (plain, push)]
+
+
 @pytest.mark.parametrize("status", ["signing", "issued", "failed"])
 def test_request_not_queued_is_skipped(
     database: Database, world: World, secrets: Secrets, clock: FixedClock, status: str

@@ -240,10 +240,6 @@ def _partners(candidate: Candidate) -> set[str]:
     return {_key(n) for n in (*candidate.failover_for, *candidate.covered_by)}
 
 
-def _paired(a: Candidate, b: Candidate) -> bool:
-    return _key(b.host_name) in _partners(a) or _key(a.host_name) in _partners(b)
-
-
 def choose_batch(
     candidates: Sequence[Candidate],
     *,
@@ -262,17 +258,27 @@ def choose_batch(
         raise ValueError(f"per_site_limit must be at least 1, got {per_site_limit}")
     busy = {_key(n) for n in busy_host_names}
     chosen: list[Candidate] = []
+    # What the chosen ones are, kept as sets so that each candidate is checked in constant
+    # time: a campaign hands over thousands of candidates per run.
+    chosen_ids: set[int] = set()
+    chosen_names: set[str] = set()
+    chosen_partners: set[str] = set()
     per_site: dict[int, int] = {}
     for candidate in sorted(candidates, key=lambda c: (c.due_at, c.host_id)):
+        name, partners = _key(candidate.host_name), _partners(candidate)
         if (
-            any(c.host_id == candidate.host_id for c in chosen)
+            candidate.host_id in chosen_ids
             or per_site.get(candidate.site_id, 0) >= per_site_limit
-            or _key(candidate.host_name) in busy
-            or _partners(candidate) & busy
-            or any(_paired(candidate, c) for c in chosen)
+            or name in busy
+            or partners & busy
+            or partners & chosen_names  # a chosen one is its partner
+            or name in chosen_partners  # it is a chosen one's partner
         ):
             continue
         chosen.append(candidate)
+        chosen_ids.add(candidate.host_id)
+        chosen_names.add(name)
+        chosen_partners |= partners
         per_site[candidate.site_id] = per_site.get(candidate.site_id, 0) + 1
     return chosen
 

@@ -177,6 +177,10 @@ def rotation_sites(session: Session, resolved: Resolved) -> list[Site]:
 # --- the campaign as asked for ------------------------------------------------------------
 
 
+# Spec fields for which null means something (rather than "the default").
+NULLABLE_SPEC_FIELDS = frozenset({"rate_per_minute"})
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     """A validated request for a campaign (the API's schema gives the types and ranges)."""
@@ -184,7 +188,7 @@ class CampaignSpec:
     name: str
     kind: str
     selector: Mapping[str, Any]
-    rate_per_minute: int = 60
+    rate_per_minute: int | None = 60  # None: unthrottled
     per_site_concurrency: int = 2
     respect_windows: bool = True
     max_failures: int = 10
@@ -194,7 +198,13 @@ class CampaignSpec:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CampaignSpec:
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+        return cls(
+            **{
+                k: v
+                for k, v in data.items()
+                if k in known and (v is not None or k in NULLABLE_SPEC_FIELDS)
+            }
+        )
 
 
 def dry_run(session: Session, spec: CampaignSpec, now: dt.datetime) -> dict[str, Any]:

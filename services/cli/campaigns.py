@@ -30,13 +30,30 @@ def campaign() -> None:
     """Renew part of the fleet at a chosen pace, or rotate a CA."""
 
 
+class Rate(click.ParamType):
+    """A pace: a number of certificates per minute, or `unthrottled` (None)."""
+
+    name = "N|unthrottled"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or str(value).lower() == "unthrottled":
+            return None
+        try:
+            rate = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'unthrottled'", param, ctx)
+        if not 1 <= rate <= 10000:
+            self.fail(f"{rate} is not between 1 and 10000", param, ctx)
+        return rate
+
+
 PACING = (
     click.option(
         "--rate",
-        type=click.IntRange(1, 10000),
-        default=60,
+        type=Rate(),
+        default="60",
         show_default=True,
-        help="certificates started per minute",
+        help="certificates started per minute (1-10000), or 'unthrottled'",
     ),
     click.option(
         "--per-site",
@@ -216,7 +233,8 @@ def campaign_show(ctx: click.Context, campaign_id: int) -> None:
         click.echo(json.dumps(row, indent=2))
         return
     windows = "within" if row["respect_windows"] else "ignoring"
-    pace = f"{row['rate_per_minute']}/min, {row['per_site_concurrency']} per site, {windows}"
+    rate = f"{row['rate_per_minute']}/min" if row["rate_per_minute"] else "unthrottled"
+    pace = f"{rate}, {row['per_site_concurrency']} per site, {windows}"
     table = Table(title=f"campaign {row['id']}", show_header=False)
     for label, value in (
         ("name", row["name"]),

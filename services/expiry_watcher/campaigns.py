@@ -408,8 +408,11 @@ def _old_leaves(session: Session, old: Authority) -> int:
 
 
 def _dispatch(session: Session, campaign: Campaign, now: dt.datetime) -> list[int]:
-    budget = campaign.rate_per_minute - _count(
-        session, campaign, CampaignItem.started_at > now - RATE_WINDOW
+    budget = (
+        PENDING_SCAN  # unthrottled: as many as one run looks at
+        if campaign.rate_per_minute is None
+        else campaign.rate_per_minute
+        - _count(session, campaign, CampaignItem.started_at > now - RATE_WINDOW)
     )
     if budget <= 0:
         return []

@@ -359,7 +359,7 @@ class Campaign(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     phase: Mapped[str | None] = mapped_column(String(24))
     selector: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    rate_per_minute: Mapped[int] = mapped_column(Integer)
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer)  # None: unthrottled
     per_site_concurrency: Mapped[int] = mapped_column(Integer)
     respect_windows: Mapped[bool] = mapped_column(Boolean, default=True)
     max_failures: Mapped[int] = mapped_column(Integer)

@@ -36,7 +36,13 @@ class CampaignInSchema(ma.Schema):
         },
     )
     rate_per_minute = ma.fields.Integer(
-        load_default=60, validate=ma.validate.Range(min=1, max=10000)
+        load_default=60,
+        allow_none=True,
+        validate=ma.validate.Range(min=1, max=10000),
+        metadata={
+            "description": "certificates started per minute; null: unthrottled (as fast as "
+            "the issuers go, still within per_site_concurrency and the windows)"
+        },
     )
     per_site_concurrency = ma.fields.Integer(
         load_default=2, validate=ma.validate.Range(min=1, max=1000)
@@ -79,7 +85,7 @@ class CampaignOutSchema(ma.Schema):
     status = ma.fields.String(metadata={"description": " | ".join(CAMPAIGN_STATUSES)})
     phase = ma.fields.String(allow_none=True, metadata={"description": "rotation only"})
     selector = ma.fields.Dict()
-    rate_per_minute = ma.fields.Integer()
+    rate_per_minute = ma.fields.Integer(allow_none=True)
     per_site_concurrency = ma.fields.Integer()
     respect_windows = ma.fields.Boolean()
     max_failures = ma.fields.Integer()

@@ -63,9 +63,10 @@ def test_a_renewal_is_stored_with_its_items_and_announced_by_ids(api: ApiHarness
     for secret in (b"BEGIN", b"hq-rec01", TEST_CA_PASSPHRASE.encode(), TEST_DATA_KEY.encode()):
         assert secret not in message["raw"]
 
-    everything = start(api, name="all of it", selector={"all": True})
+    everything = start(api, name="all of it", selector={"all": True}, rate_per_minute=None)
     assert everything.status_code == 201, everything.get_json()
     assert everything.get_json()["counts"]["total"] == active_certificates(api) == 6
+    assert everything.get_json()["rate_per_minute"] is None  # null: unthrottled
     listing = api.get(CAMPAIGNS, token=api.token("auditor")).get_json()
     assert [c["name"] for c in listing] == ["all of it", "spring renewal"]  # newest first
     assert [c["counts"]["total"] for c in listing] == [6, 3]

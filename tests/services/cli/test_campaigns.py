@@ -142,3 +142,16 @@ def test_a_rotation_is_watched_through_its_phases(served: ServedApi) -> None:
     operator = served.harness.token("operator")
     refused = served.cli("campaign", "pause", campaign_id, token=operator)
     assert refused.exit_code == 1 and "admin" in refused.output
+
+
+def test_an_unthrottled_campaign_and_a_bad_rate(served: ServedApi) -> None:
+    fleet(served)
+    refused = served.cli("campaign", "create", "x", "--site", "branch-aarhus", "--rate", "0")
+    assert refused.exit_code == 2 and "0 is not between 1 and 10000" in refused.output
+    refused = served.cli("campaign", "create", "x", "--site", "branch-aarhus", "--rate", "fast")
+    assert refused.exit_code == 2 and "neither a number nor 'unthrottled'" in refused.output
+    campaign_id = create(served, "--rate", "unthrottled")
+    shown = served.cli("campaign", "show", str(campaign_id))
+    assert "unthrottled, 2 per site, within maintenance windows" in shown.output
+    with served.harness.db.sessions() as session:
+        assert session.get_one(Campaign, campaign_id).rate_per_minute is None

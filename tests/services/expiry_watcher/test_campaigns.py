@@ -127,6 +127,23 @@ def fleet(database: Database, clock: FixedClock, ca_passphrase: str, data_key: s
     return Fleet(database, clock, issuer.Secrets(ca_passphrase, data_key), "old root")
 
 
+def test_an_unthrottled_renewal_starts_all_it_may_at_once(fleet: Fleet) -> None:
+    """rate_per_minute None: no rate, but still the per-site limit, the windows and the
+    failover pairs."""
+    campaign_id = fleet.create(
+        selector={"authority": fleet.authority},
+        rate_per_minute=None,
+        per_site_concurrency=100,
+    )
+    assert fleet.campaign(campaign_id).rate_per_minute is None
+    fleet.advance()
+    # Every north host but the failover of n-rec01 (not together with it); south is closed.
+    assert fleet.items(campaign_id, "queued") == ["n-rec01", "n-rec02", "n-rec03", "n-rec04"]
+    fleet.issue_published()
+    fleet.advance()
+    assert fleet.items(campaign_id, "queued") == ["n-fo01"]
+
+
 def test_a_renewal_keeps_to_the_rate_the_per_site_limit_and_the_windows(fleet: Fleet) -> None:
     campaign_id = fleet.create(
         selector={"authority": fleet.authority}, rate_per_minute=3, per_site_concurrency=2

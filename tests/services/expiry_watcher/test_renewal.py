@@ -174,3 +174,32 @@ def test_a_failed_renewal_is_retried_within_hours(
     assert not started_for_host(run())  # the retry is an hour away, not a whole period
     clock.advance(dt.timedelta(minutes=31))
     assert started_for_host(run())
+
+
+def test_a_certificate_that_cannot_be_renewed_does_not_stop_the_others(
+    database: Database, clock: FixedClock, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rec02's key is held by the host and the CSR it was issued from is gone: it is logged
+    and skipped, and the run renews the rest."""
+    with database.session() as session:
+        rec02 = next(
+            c
+            for c in session.scalars(select(Certificate).where(Certificate.status == "active"))
+            if c.host.name == "rec02"
+        )
+        session.get_one(IssuanceRequest, rec02.request_id).csr_pem = None
+        lost = rec02.id
+        due = max(
+            c.renewal_due_at for c in session.scalars(select(Certificate)) if c.renewal_due_at
+        )
+    window = MaintenanceWindow.from_json(WINDOW)
+    assert window is not None
+    move_to(clock, window.next_opening(due) + dt.timedelta(minutes=10))
+    report = renew_due(database, fleet.publish, clock)
+    started = started_hosts(database, report.started)
+    assert "rec02" not in started and len(started) == 1  # one of the failover pair
+    assert any(
+        r.getMessage() == "certificate not renewed"
+        and getattr(r, "fields", {}).get("certificate_id") == lost
+        for r in caplog.records
+    )

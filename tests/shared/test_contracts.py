@@ -78,11 +78,11 @@ def test_queue_names_are_distinct() -> None:
 
 
 def test_server_key_requests_go_in_small_messages() -> None:
-    messages = contracts.issue_batches(list(range(250)), list(range(1000, 1025)), 100)
+    messages = contracts.issue_batches(list(range(250)), list(range(1000, 1060)), 100)
     sizes = [len(m.kwargs["request_ids"]) for m in messages]
-    assert sizes == [100, 100, 50, 10, 10, 5]
+    assert sizes == [100, 100, 50, 25, 25, 10]
     sent = [i for m in messages for i in m.kwargs["request_ids"]]
-    assert sent == [*range(250), *range(1000, 1025)]
+    assert sent == [*range(250), *range(1000, 1060)]
     assert {m.task for m in messages} == {contracts.TASK_ISSUE_BATCH}
     # A batch size below the keygen one bounds both.
     assert [len(m.kwargs["request_ids"]) for m in contracts.issue_batches([1], [2, 3, 4], 2)] == [

@@ -3,6 +3,7 @@ over a real Redis, on SQLite and on PostgreSQL, driven through HTTP by the real 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 import requests
@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy.engine import make_url
 
+from infra.local import fresh_database
 from services.cli import admin
 from services.cli.stack import Stack
 from shared.clock import SystemClock
@@ -77,42 +78,30 @@ def running(
     request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
     work = tmp_path_factory.mktemp(f"e2e-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{work / 'certfleet.db'}"
-    else:
-        admin_url = request.getfixturevalue("pg_admin_url")
-        pg_name = f"certfleet_e2e_{secrets.token_hex(6)}"
-        with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{pg_name}"')
-        database_url = (
-            make_url(admin_url).set(database=pg_name).render_as_string(hide_password=False)
-        )
-    bind = f"127.0.0.1:{free_port()}"
-    env = {
-        "CERTFLEET_DATABASE_URL": database_url,
-        "CERTFLEET_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/5",
-        "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
-        "CERTFLEET_DATA_KEY": TEST_DATA_KEY,
-        "CERTFLEET_VAR_DIR": str(work / "var"),
-        "CERTFLEET_API_BIND": bind,
-        "CERTFLEET_API_URL": f"http://{bind}",
-        "CERTFLEET_ISSUE_BATCH_SIZE": "4",
-    }
-    settings = Settings.from_env(env)
-    upgrade(settings.database_url)
-    result = admin.init(settings, SystemClock(), ca_name="E2E Root", key_bits=2048)
-    assert result.admin_token is not None
-    stack = Stack(env, bind, work / "logs", worker_concurrency=2, ready_timeout=180)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "sqlite":
+            database_url = f"sqlite:///{work / 'certfleet.db'}"
+        else:
+            admin_url = request.getfixturevalue("pg_admin_url")
+            database_url = cleanup.enter_context(fresh_database(admin_url, "certfleet_e2e"))
+        bind = f"127.0.0.1:{free_port()}"
+        env = {
+            "CERTFLEET_DATABASE_URL": database_url,
+            "CERTFLEET_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/5",
+            "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
+            "CERTFLEET_DATA_KEY": TEST_DATA_KEY,
+            "CERTFLEET_VAR_DIR": str(work / "var"),
+            "CERTFLEET_API_BIND": bind,
+            "CERTFLEET_API_URL": f"http://{bind}",
+            "CERTFLEET_ISSUE_BATCH_SIZE": "4",
+        }
+        settings = Settings.from_env(env)
+        upgrade(settings.database_url)
+        result = admin.init(settings, SystemClock(), ca_name="E2E Root", key_bits=2048)
+        assert result.admin_token is not None
+        stack = Stack(env, bind, work / "logs", worker_concurrency=2, ready_timeout=180)
         with stack:
             yield Running(stack, env, work / "var", result.admin_token)
-    finally:
-        if pg_name is not None:
-            with psycopg.connect(
-                libpq_url(request.getfixturevalue("pg_admin_url")), autocommit=True
-            ) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
 
 def test_init_saved_the_admin_token_privately(running: Running) -> None:

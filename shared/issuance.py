@@ -66,17 +66,32 @@ def new_request(
     now: dt.datetime,
 ) -> IssuanceRequest:
     """An already validated request as a `queued` row, not yet added to a session."""
-    return IssuanceRequest(
-        host=host,
-        csr_pem=csr,
-        validity_days=validity_days,
-        status="queued",
-        idempotency_key=idempotency_key,
-        request_hash=fingerprint,
-        requested_by=actor,
-        created_at=now,
-        updated_at=now,
-    )
+    values = request_values(host, csr, validity_days, idempotency_key, fingerprint, actor, now)
+    del values["host_id"]
+    return IssuanceRequest(host=host, **values)
+
+
+def request_values(
+    host: Host,
+    csr: str | None,
+    validity_days: int,
+    idempotency_key: str | None,
+    fingerprint: str,
+    actor: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The columns of an already validated `queued` request, for a multi-row INSERT."""
+    return {
+        "host_id": host.id,
+        "csr_pem": csr,
+        "validity_days": validity_days,
+        "status": "queued",
+        "idempotency_key": idempotency_key,
+        "request_hash": fingerprint,
+        "requested_by": actor,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def record_requested(session: Session, row: IssuanceRequest, actor: str, now: dt.datetime) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
@@ -22,8 +22,8 @@ from shared.db.models import Host, IssuanceRequest
 from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
 from shared.issuance import (
     check_csr_for_host,
-    new_request,
     request_fingerprint,
+    request_values,
     requested_entry,
     site_policy,
     store_request,
@@ -149,13 +149,14 @@ def accept_bulk(
     now: dt.datetime,
 ) -> list[Accepted]:
     """All or nothing: one bad item refuses the batch, with every item's problem listed.
-    Hosts are loaded in one go and the new rows inserted in one flush."""
+    Hosts are loaded in one go and the new rows inserted by one multi-row INSERT."""
     if len(items) > max_items:
         raise ValidationFailed(f"at most {max_items} requests per bulk call, not {len(items)}")
     known = KnownHosts.load(session, items)
     keys = [f"{idempotency_key}:{i}" if idempotency_key else None for i in range(len(items))]
     replayed = _existing(session, [k for k in keys if k])
-    accepted: list[Accepted] = []
+    accepted: list[Accepted | None] = []  # None: a new row, inserted below
+    new: list[dict[str, Any]] = []
     problems: dict[str, str] = {}
     with session.no_autoflush:
         for index, (item, key) in enumerate(zip(items, keys, strict=True)):
@@ -171,15 +172,27 @@ def accept_bulk(
             if existing is not None:
                 accepted.append(Accepted(existing, created=False))
             else:
-                row = new_request(host, csr, validity, key, fingerprint, who.actor, now)
-                accepted.append(Accepted(row, created=True))
+                new.append(request_values(host, csr, validity, key, fingerprint, who.actor, now))
+                accepted.append(None)
     if problems:
         raise ValidationFailed(f"{len(problems)} of {len(items)} requests were refused", problems)
-    created = [a.request for a in accepted if a.created]
-    session.add_all(created)
-    session.flush()
-    events.record_all(session, [requested_entry(row, who.actor, now) for row in created])
-    return accepted
+    created = iter(_insert(session, new))
+    done = [a if a is not None else Accepted(next(created), created=True) for a in accepted]
+    events.record_all(
+        session, [requested_entry(a.request, who.actor, now) for a in done if a.created]
+    )
+    return done
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> list[IssuanceRequest]:
+    """The new requests, inserted together and returned in order (their hosts are in the
+    session already, so reading `request.host` costs no query)."""
+    if not rows:
+        return []
+    inserted = session.scalars(
+        insert(IssuanceRequest).returning(IssuanceRequest, sort_by_parameter_order=True), rows
+    )
+    return list(inserted.all())
 
 
 def _existing(session: Session, keys: Sequence[str]) -> dict[str, IssuanceRequest]:

@@ -56,21 +56,6 @@ def request_fingerprint(host_id: int, csr_pem: str | None, validity_days: int) -
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def new_request(
-    host: Host,
-    csr: str | None,
-    validity_days: int,
-    idempotency_key: str | None,
-    fingerprint: str,
-    actor: str,
-    now: dt.datetime,
-) -> IssuanceRequest:
-    """An already validated request as a `queued` row, not yet added to a session."""
-    values = request_values(host, csr, validity_days, idempotency_key, fingerprint, actor, now)
-    del values["host_id"]
-    return IssuanceRequest(host=host, **values)
-
-
 def request_values(
     host: Host,
     csr: str | None,
@@ -80,7 +65,8 @@ def request_values(
     actor: str,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    """The columns of an already validated `queued` request, for a multi-row INSERT."""
+    """The columns of an already validated `queued` request: for a multi-row INSERT, or
+    `IssuanceRequest(**values)` for one row."""
     return {
         "host_id": host.id,
         "csr_pem": csr,
@@ -122,7 +108,9 @@ def store_request(
     now: dt.datetime,
 ) -> IssuanceRequest:
     """Save an already validated request as `queued` (the caller commits, then publishes)."""
-    row = new_request(host, csr, validity_days, idempotency_key, fingerprint, actor, now)
+    row = IssuanceRequest(
+        **request_values(host, csr, validity_days, idempotency_key, fingerprint, actor, now)
+    )
     session.add(row)
     session.flush()
     record_requested(session, row, actor, now)
@@ -177,7 +165,7 @@ def renewal_requests(
         host = certificate.host
         validity = host.site.default_validity_days
         fingerprint = request_fingerprint(host.id, csr, validity)
-        row = new_request(host, csr, validity, None, fingerprint, actor, now)
+        row = IssuanceRequest(**request_values(host, csr, validity, None, fingerprint, actor, now))
         row.campaign_id = campaign_id
         results[certificate.id] = row
         created.append((certificate, row))

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import events
+from shared import contracts, events
 from shared.db.models import Certificate, Host, IssuanceRequest, Site
 from shared.errors import Conflict, PolicyViolation
 from shared.pki.csr import load_csr
@@ -188,3 +188,15 @@ def renewal_requests(
         ]
     events.record_all(session, entries)
     return results
+
+
+# Requests per issue message that the watcher sends (the API's CERTFLEET_ISSUE_BATCH_SIZE
+# default): a burst of thousands spreads over every issuer process, not one per message.
+ISSUE_BATCH = 100
+
+
+def issue_messages(rows: Sequence[IssuanceRequest]) -> list[contracts.Message]:
+    """The issue messages for new requests, server-side key requests in smaller ones."""
+    csr = [r.id for r in rows if r.csr_pem]
+    keygen = [r.id for r in rows if not r.csr_pem]
+    return contracts.issue_batches(csr, keygen, ISSUE_BATCH)

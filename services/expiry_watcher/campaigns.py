@@ -57,7 +57,7 @@ from shared.db.models import (
 from shared.db.session import Database
 from shared.deliveries import MAX_PROBES, client_host_ids, method_of
 from shared.errors import CertfleetError
-from shared.issuance import renewal_requests
+from shared.issuance import issue_messages, renewal_requests
 from shared.renewal import Candidate, MaintenanceWindow, choose_batch
 
 Publish = Callable[[contracts.Message], None]
@@ -111,9 +111,8 @@ def _advance_one(
             report.phases.append(f"campaign {campaign.id}: {before} -> {campaign.phase}")
     if campaign.status == "running" and (campaign.kind != ROTATE or campaign.phase == "reissue"):
         started = _dispatch(session, campaign, now)
-        report.started += started
-        for chunk in contracts.chunked(started, contracts.MAX_IDS_PER_MESSAGE):
-            messages.append(contracts.issue_batch(chunk))
+        report.started += [r.id for r in started]
+        messages += issue_messages(started)
     if campaign.kind != ROTATE:
         _finish_if_done(session, campaign, now)
     campaign.updated_at = now
@@ -407,7 +406,7 @@ def _old_leaves(session: Session, old: Authority) -> int:
 # --- 4. dispatch ---------------------------------------------------------------------------
 
 
-def _dispatch(session: Session, campaign: Campaign, now: dt.datetime) -> list[int]:
+def _dispatch(session: Session, campaign: Campaign, now: dt.datetime) -> list[IssuanceRequest]:
     budget = (
         PENDING_SCAN  # unthrottled: as many as one run looks at
         if campaign.rate_per_minute is None
@@ -506,8 +505,8 @@ def _start(
     campaign: Campaign,
     claimed: list[tuple[CampaignItem, Certificate]],
     now: dt.datetime,
-) -> list[int]:
-    """Renew the claimed items' certificates; returns the new requests' IDs. A certificate
+) -> list[IssuanceRequest]:
+    """Renew the claimed items' certificates; returns the new requests. A certificate
     already replaced is followed to its successor, one already being renewed is followed to
     that renewal; the rest get new requests in one go."""
     # Into the session, what the checks below read: a query each rather than one per item.
@@ -545,12 +544,12 @@ def _start(
         now=now,
         campaign_id=campaign.id,
     )
-    started: list[int] = []
+    started: list[IssuanceRequest] = []
     for item, certificate in renew:
         request = requests[certificate.id]
         if isinstance(request, CertfleetError):
             _finish(item, "failed", now, request.message)
             continue
         item.request_id = request.id
-        started.append(request.id)
+        started.append(request)
     return started

@@ -26,7 +26,7 @@ from shared import contracts, events
 from shared.clock import Clock
 from shared.db.models import Certificate, Delivery, Host, IssuanceRequest
 from shared.db.session import Database
-from shared.issuance import renewal_requests
+from shared.issuance import issue_messages, renewal_requests
 from shared.logging import fields
 from shared.renewal import (
     Candidate,
@@ -198,17 +198,22 @@ def renew_due(
         requests = renewal_requests(
             session, [ready[c.host_id] for c in batch], actor=ACTOR, now=now
         )
-        started = []
+        started: list[IssuanceRequest] = []
         for certificate_id, request in requests.items():
             if isinstance(request, IssuanceRequest):
-                started.append(request.id)
+                started.append(request)
             else:
                 log.warning(
                     "certificate not renewed",
                     extra=fields(certificate_id=certificate_id, error=request.message),
                 )
-    for chunk in contracts.chunked(started, contracts.MAX_IDS_PER_MESSAGE):
-        publish(contracts.issue_batch(chunk))
+    for message in issue_messages(started):  # after the commit: a worker must find the rows
+        publish(message)
     return RenewalReport(
-        backfilled, failures, len(due), waiting, len(candidates) - len(batch), started
+        backfilled,
+        failures,
+        len(due),
+        waiting,
+        len(candidates) - len(batch),
+        [r.id for r in started],
     )

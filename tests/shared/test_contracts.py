@@ -7,6 +7,8 @@ import json
 import pytest
 
 from shared import contracts
+from shared.db.models import IssuanceRequest
+from shared.issuance import ISSUE_BATCH, issue_messages
 
 
 def test_issue_batch_message_is_json_of_ids() -> None:
@@ -90,3 +92,18 @@ def test_server_key_requests_go_in_small_messages() -> None:
         2,
         1,
     ]
+
+
+def test_the_watcher_spreads_a_burst_of_renewals_over_many_messages() -> None:
+    """A campaign run starts up to 2,000 renewals: in messages of ISSUE_BATCH, so that every
+    issuer process gets some, with server-held keys in smaller ones."""
+    rows = [
+        IssuanceRequest(id=i, csr_pem="-----BEGIN CERTIFICATE REQUEST-----" if i % 4 else None)
+        for i in range(1, 2001)
+    ]
+    messages = issue_messages(rows)
+    sizes = [len(m.kwargs["request_ids"]) for m in messages]
+    assert sizes == [ISSUE_BATCH] * 15 + [contracts.KEYGEN_IDS_PER_MESSAGE] * 20
+    keygen = [i for m in messages[15:] for i in m.kwargs["request_ids"]]
+    assert keygen == [r.id for r in rows if r.csr_pem is None]
+    assert sorted(i for m in messages for i in m.kwargs["request_ids"]) == list(range(1, 2001))

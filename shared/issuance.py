@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from shared import contracts, events
@@ -152,7 +152,8 @@ def renewal_requests(
         )
         csrs = {request_id: csr for request_id, csr in rows.all()}
     results: dict[int, IssuanceRequest | Conflict] = {}
-    created: list[tuple[Certificate, IssuanceRequest]] = []
+    renewed: list[Certificate] = []
+    values: list[dict[str, Any]] = []
     for certificate in certificates:
         csr = None
         if certificate.key_source == "csr" and certificate.request_id is not None:
@@ -165,14 +166,12 @@ def renewal_requests(
         host = certificate.host
         validity = host.site.default_validity_days
         fingerprint = request_fingerprint(host.id, csr, validity)
-        row = IssuanceRequest(**request_values(host, csr, validity, None, fingerprint, actor, now))
-        row.campaign_id = campaign_id
-        results[certificate.id] = row
-        created.append((certificate, row))
-    session.add_all([row for _, row in created])
-    session.flush()
+        new = request_values(host, csr, validity, None, fingerprint, actor, now)
+        values.append({**new, "campaign_id": campaign_id})
+        renewed.append(certificate)
     entries = []
-    for certificate, row in created:
+    for certificate, row in zip(renewed, insert_requests(session, values), strict=True):
+        results[certificate.id] = row
         certificate.renewal_request_id = row.id
         entries += [
             requested_entry(row, actor, now),
@@ -188,6 +187,18 @@ def renewal_requests(
         ]
     events.record_all(session, entries)
     return results
+
+
+def insert_requests(session: Session, rows: list[dict[str, Any]]) -> list[IssuanceRequest]:
+    """New requests (request_values), inserted by one multi-row INSERT ... RETURNING and
+    returned in order. Their hosts should be in the session already: reading `request.host`
+    then costs no query."""
+    if not rows:
+        return []
+    inserted = session.scalars(
+        insert(IssuanceRequest).returning(IssuanceRequest, sort_by_parameter_order=True), rows
+    )
+    return list(inserted.all())
 
 
 # Requests per issue message that the watcher sends (the API's CERTFLEET_ISSUE_BATCH_SIZE

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from services.expiry_watcher.renewal import busy_host_names, covering_failovers
 from shared import contracts, events
@@ -55,7 +55,7 @@ from shared.db.models import (
     Site,
 )
 from shared.db.session import Database
-from shared.deliveries import MAX_PROBES, client_host_ids, method_of
+from shared.deliveries import MAX_PROBES, client_host_ids, method_in
 from shared.errors import CertfleetError
 from shared.issuance import issue_messages, renewal_requests
 from shared.renewal import Candidate, MaintenanceWindow, choose_batch
@@ -122,19 +122,20 @@ def _advance_one(
 
 
 def _progress(session: Session, campaign: Campaign, now: dt.datetime) -> int:
-    items = list(
-        session.scalars(
-            select(CampaignItem)
-            .options(joinedload(CampaignItem.host))
-            .where(
-                CampaignItem.campaign_id == campaign.id,
-                CampaignItem.status.in_(IN_FLIGHT),
-                CampaignItem.finished_at.is_(None),
-            )
+    # Of each item's host only whether it has a delivery method: not the whole host.
+    rows = session.execute(
+        select(CampaignItem, Host.delivery)
+        .join(Host, Host.id == CampaignItem.host_id)
+        .where(
+            CampaignItem.campaign_id == campaign.id,
+            CampaignItem.status.in_(IN_FLIGHT),
+            CampaignItem.finished_at.is_(None),
         )
-    )
-    if not items:
+    ).all()
+    if not rows:
         return 0
+    items = [item for item, _ in rows]
+    delivered = {item.id for item, delivery in rows if method_in(delivery) != "none"}
     requests = {
         r.id: r
         for r in session.scalars(
@@ -163,16 +164,19 @@ def _progress(session: Session, campaign: Campaign, now: dt.datetime) -> int:
             else:
                 item.status, item.new_certificate_id = "issued", request.certificate_id
         if item.status in ("issued", "delivered"):
-            _follow_delivery(item, latest.get(item.new_certificate_id or 0), now)
+            _follow_delivery(item, latest.get(item.new_certificate_id or 0), now, delivered)
         if (item.status, item.finished_at) != before:
             item.updated_at = now
             finished += item.finished_at is not None
     return finished
 
 
-def _follow_delivery(item: CampaignItem, delivery: Delivery | None, now: dt.datetime) -> None:
+def _follow_delivery(
+    item: CampaignItem, delivery: Delivery | None, now: dt.datetime, delivered: set[int]
+) -> None:
+    """`delivered`: the items whose host has a delivery method."""
     if delivery is None:
-        if method_of(item.host) == "none":
+        if item.id not in delivered:
             _finish(item, "issued", now)  # nothing delivers it: issued is as far as it goes
         return
     if delivery.status == "failed":

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
@@ -22,6 +22,7 @@ from shared.db.models import Host, IssuanceRequest
 from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
 from shared.issuance import (
     check_csr_for_host,
+    insert_requests,
     request_fingerprint,
     request_values,
     requested_entry,
@@ -176,23 +177,12 @@ def accept_bulk(
                 accepted.append(None)
     if problems:
         raise ValidationFailed(f"{len(problems)} of {len(items)} requests were refused", problems)
-    created = iter(_insert(session, new))
+    created = iter(insert_requests(session, new))
     done = [a if a is not None else Accepted(next(created), created=True) for a in accepted]
     events.record_all(
         session, [requested_entry(a.request, who.actor, now) for a in done if a.created]
     )
     return done
-
-
-def _insert(session: Session, rows: list[dict[str, Any]]) -> list[IssuanceRequest]:
-    """The new requests, inserted together and returned in order (their hosts are in the
-    session already, so reading `request.host` costs no query)."""
-    if not rows:
-        return []
-    inserted = session.scalars(
-        insert(IssuanceRequest).returning(IssuanceRequest, sort_by_parameter_order=True), rows
-    )
-    return list(inserted.all())
 
 
 def _existing(session: Session, keys: Sequence[str]) -> dict[str, IssuanceRequest]:

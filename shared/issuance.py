@@ -138,8 +138,8 @@ def renewal_requests(
     campaign_id: int | None = None,
 ) -> dict[int, IssuanceRequest | Conflict]:
     """renewal_request for many certificates at once (their hosts and sites loaded): the
-    CSRs in one query, the new rows in one flush, the Events in one INSERT. By certificate
-    ID: the new request, or why there is none."""
+    CSRs in one query, the new rows in one INSERT ... RETURNING, the Events in one INSERT.
+    By certificate ID: the new request, or why there is none."""
     originals = [
         c.request_id for c in certificates if c.key_source == "csr" and c.request_id is not None
     ]
@@ -206,8 +206,10 @@ def insert_requests(session: Session, rows: list[dict[str, Any]]) -> list[Issuan
 ISSUE_BATCH = 100
 
 
-def issue_messages(rows: Sequence[IssuanceRequest]) -> list[contracts.Message]:
+def issue_messages(
+    rows: Sequence[IssuanceRequest], batch_size: int = ISSUE_BATCH
+) -> list[contracts.Message]:
     """The issue messages for new requests, server-side key requests in smaller ones."""
     csr = [r.id for r in rows if r.csr_pem]
     keygen = [r.id for r in rows if not r.csr_pem]
-    return contracts.issue_batches(csr, keygen, ISSUE_BATCH)
+    return contracts.issue_batches(csr, keygen, batch_size)

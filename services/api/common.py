@@ -20,10 +20,11 @@ from shared.contracts import (
     MAX_IDS_PER_MESSAGE,
     chunked,
     distribute_trust,
-    issue_batches,
     publish_crl,
 )
+from shared.db.models import IssuanceRequest
 from shared.errors import NotFound, Unavailable, ValidationFailed
+from shared.issuance import issue_messages
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -100,13 +101,13 @@ def page_of(rows: Sequence[object], limit: int) -> tuple[list[object], str | Non
     return items, encode_cursor(items[-1].id) if more and items else None  # type: ignore[attr-defined]
 
 
-def publish_issuance(request_ids: Sequence[int], keygen_ids: Sequence[int] = ()) -> None:
-    """Enqueue already committed requests (`keygen_ids`: those for a server-side key, sent in
-    smaller messages). If Redis is down the rows stay `queued`, nothing is lost, and the
-    caller is told to retry (a replay with the same Idempotency-Key re-enqueues)."""
+def publish_issuance(requests: Sequence[IssuanceRequest]) -> None:
+    """Enqueue already committed requests (server-side key ones in smaller messages). If
+    Redis is down the rows stay `queued`, nothing is lost, and the caller is told to retry
+    (a replay with the same Idempotency-Key re-enqueues)."""
     rt = runtime()
     try:
-        for message in issue_batches(request_ids, keygen_ids, rt.settings.issue_batch_size):
+        for message in issue_messages(requests, rt.settings.issue_batch_size):
             rt.publisher.publish(message)
     except (redis.exceptions.RedisError, KombuOperationalError, OSError) as exc:
         raise Unavailable(

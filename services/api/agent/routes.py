@@ -53,7 +53,7 @@ def enroll(data: dict[str, Any]) -> dict[str, Any]:
     session = rt.session()
     enrolled = service.enroll(session, data["enrollment_token"], data["csr"], rt.clock.now())
     session.commit()
-    publish_issuance([enrolled.request.id])
+    publish_issuance([enrolled.request])
     return {
         "host": enrolled.host.name,
         "agent_token": enrolled.agent_token,

@@ -124,7 +124,7 @@ def renew_certificate(certificate_id: int) -> Any:
     who.require_write(row.host.site_id)
     request = service.force_renewal(session, row, who=who, now=rt.clock.now())
     session.commit()
-    publish_issuance([request.id])
+    publish_issuance([request])
     location = url_for("issuance.IssuanceRequestById", request_id=request.id)
     return request, 202, {"Location": location}
 
@@ -148,7 +148,7 @@ def revoke_certificate(data: dict[str, Any], certificate_id: int) -> dict[str, A
     queued = queue_crl_refresh(row.authority_id)
     if renewal is not None:
         try:
-            publish_issuance([renewal.id])
+            publish_issuance([renewal])
         except Unavailable:
             queued = False  # the request stays `queued`; the sweep enqueues it again
     return {"certificate": row, "renewal_request": renewal, "queued": queued}

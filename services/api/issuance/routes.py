@@ -57,7 +57,7 @@ class IssuanceRequests(MethodView):
             now=rt.clock.now(),
         )
         session.commit()
-        publish_issuance(*service.to_enqueue([accepted]))
+        publish_issuance(service.to_enqueue([accepted]))
         location = url_for("issuance.IssuanceRequestById", request_id=accepted.request.id)
         status = 202 if accepted.created else 200
         return accepted.request, status, {"Location": location}
@@ -81,7 +81,7 @@ class BulkIssuance(MethodView):
             now=rt.clock.now(),
         )
         session.commit()
-        publish_issuance(*service.to_enqueue(accepted))
+        publish_issuance(service.to_enqueue(accepted))
         return {"count": len(accepted), "requests": [a.request for a in accepted]}
 
 

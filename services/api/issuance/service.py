@@ -192,8 +192,6 @@ def _existing(session: Session, keys: Sequence[str]) -> dict[str, IssuanceReques
     return {r.idempotency_key or "": r for r in rows}
 
 
-def to_enqueue(accepted: Sequence[Accepted]) -> tuple[list[int], list[int]]:
-    """New rows, and replays of rows that are still queued (their message may have been
-    lost): those with a CSR, and those for a server-side key."""
-    due = [a.request for a in accepted if a.created or a.request.status == "queued"]
-    return [r.id for r in due if r.csr_pem], [r.id for r in due if not r.csr_pem]
+def to_enqueue(accepted: Sequence[Accepted]) -> list[IssuanceRequest]:
+    """New rows, and replays of rows that are still queued (their message may have been lost)."""
+    return [a.request for a in accepted if a.created or a.request.status == "queued"]

@@ -75,6 +75,14 @@ def move_to(clock: FixedClock, when: dt.datetime) -> None:
     clock.advance(when - clock.now())
 
 
+def closed_after(window: MaintenanceWindow, instant: dt.datetime) -> dt.datetime:
+    """The first whole hour after `instant` at which the window is closed."""
+    closed = instant + dt.timedelta(hours=1)
+    while window.is_open(closed):
+        closed += dt.timedelta(hours=1)
+    return closed
+
+
 def started_hosts(database: Database, request_ids: list[int]) -> list[str]:
     with database.sessions() as session:
         rows = session.scalars(select(IssuanceRequest).where(IssuanceRequest.id.in_(request_ids)))
@@ -91,10 +99,7 @@ def test_renewals_wait_for_the_window_and_never_take_a_failover_pair_together(
         )
     window = MaintenanceWindow.from_json(WINDOW)
     assert window is not None
-    closed = due + dt.timedelta(hours=1)
-    while window.is_open(closed):
-        closed += dt.timedelta(hours=1)
-    move_to(clock, closed)
+    move_to(clock, closed_after(window, due))
     report = renew_due(database, fleet.publish, clock)
     assert report.started == [] and report.waiting_for_window == 3
     move_to(clock, window.next_opening(clock.now()) + dt.timedelta(minutes=10))
@@ -197,10 +202,8 @@ def test_a_certificate_that_cannot_be_renewed_does_not_stop_the_others(
         )
     window = MaintenanceWindow.from_json(WINDOW)
     assert window is not None
-    closed = due + dt.timedelta(hours=1)
-    while window.is_open(closed):
-        closed += dt.timedelta(hours=1)
-    move_to(clock, window.next_opening(closed) + dt.timedelta(minutes=10))  # a window's start
+    opened = window.next_opening(closed_after(window, due))
+    move_to(clock, opened + dt.timedelta(minutes=10))  # early in a window, not near its end
     report = renew_due(database, fleet.publish, clock)
     started = started_hosts(database, report.started)
     assert "rec02" not in started and len(started) == 1  # one of the failover pair

@@ -25,6 +25,7 @@ from shared.settings import Settings
 from shared.windows import linux_trust_one_liner, trust_one_liner
 
 POLL_CHUNK = 500
+LONG_POLL_S = 20.0  # below the client's HTTP timeout and the API's cap
 
 
 @click.group()
@@ -188,18 +189,25 @@ def wait_for(client: ApiClient, request_ids: Sequence[int], timeout: float) -> l
         while pending:
             if time.monotonic() > deadline:
                 raise CliError(f"{len(pending)} request(s) still pending after {timeout:.0f}s")
-            for row in poll(client, sorted(pending)):
+            for row in poll(client, sorted(pending), deadline):
                 if row["status"] in ("issued", "failed"):
                     pending.discard(row["id"])
                     if row["status"] == "failed":
                         failed.append(row)
             progress.update(task, completed=len(request_ids) - len(pending), failed=len(failed))
-            if pending:
+            if len(pending) > 1:
                 time.sleep(0.25)
     return failed
 
 
-def poll(client: ApiClient, ids: Sequence[int]) -> Iterable[dict[str, Any]]:
+def poll(client: ApiClient, ids: Sequence[int], deadline: float) -> Iterable[dict[str, Any]]:
+    """The requests as they stand; one request is long-polled: the API answers when the
+    issuer finishes it (or after LONG_POLL_S), so the CLI neither waits longer than the
+    issuer nor asks in a loop."""
+    if len(ids) == 1:
+        wait = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+        yield client.get_json(f"/api/v1/issuance-requests/{ids[0]}", wait=f"{wait:.1f}")
+        return
     for start in range(0, len(ids), POLL_CHUNK):
         chunk = ids[start : start + POLL_CHUNK]
         page = client.get_json(

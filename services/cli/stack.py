@@ -58,8 +58,9 @@ class Stack:
 
     def commands(self) -> dict[str, list[str]]:
         api = [
-            *("gunicorn", "--bind", self.bind, "--workers", str(self.api_workers)),
-            *("--timeout", "120", "--graceful-timeout", "10", "services.api.app:create_app()"),
+            *("gunicorn", "-c", "python:services.api.serving"),
+            *("--bind", self.bind, "--workers", str(self.api_workers)),
+            "services.api.app:create_app()",
         ]
         return {
             "api": [sys.executable, "-m", *api],

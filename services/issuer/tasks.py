@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import redis
 import redis.exceptions
 from celery import Task
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
 from services.issuer import service
+from shared import waiting
 from shared.clock import SystemClock
 from shared.contracts import (
     MAX_IDS_PER_MESSAGE,
@@ -31,7 +33,7 @@ from shared.contracts import (
 from shared.db.session import Database
 from shared.logging import bind, configure_logging, unbind
 from shared.pki.profiles import CrlProfile
-from shared.queue import CeleryPublisher, make_celery
+from shared.queue import CeleryPublisher, make_celery, redis_client
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class Runtime:
     clock: SystemClock
     publisher: CeleryPublisher
     crl_profile: CrlProfile
+    redis: redis.Redis  # wakes API calls that wait for a request (shared.waiting)
 
 
 @functools.cache
@@ -65,6 +68,12 @@ def runtime() -> Runtime:
         clock=SystemClock(),
         publisher=CeleryPublisher(app),
         crl_profile=CrlProfile(validity_days=settings.crl_validity_days),
+        redis=redis_client(
+            settings.redis_url,
+            settings.redis_sentinel_master,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        ),
     )
 
 
@@ -116,9 +125,10 @@ def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
         lambda: service.issue_batch(
             rt.db, request_ids, signers=rt.signers, secrets=rt.secrets, clock=rt.clock
         ),
-        lambda reason: service.give_up(rt.db, request_ids, reason, rt.clock),
+        lambda reason: _give_up(rt, request_ids, reason),
         "issuing",
     )
+    waiting.announce_finished(rt.redis, [*result.issued, *result.failed])
     # After the commit: the distributor plans deliveries for what was just issued (a host
     # without a delivery method gives it nothing to do).
     for chunk in chunked(result.to_distribute, MAX_IDS_PER_MESSAGE):
@@ -128,6 +138,11 @@ def issue_batch(self: Task, request_ids: list[int]) -> dict[str, int]:
         "failed": len(result.failed),
         "skipped": len(result.skipped),
     }
+
+
+def _give_up(rt: Runtime, request_ids: list[int], reason: str) -> None:
+    service.give_up(rt.db, request_ids, reason, rt.clock)
+    waiting.announce_finished(rt.redis, request_ids)
 
 
 @app.task(name=TASK_CREATE_AUTHORITY, bind=True, max_retries=MAX_RETRIES, acks_late=True)

@@ -20,6 +20,7 @@ from services.api.issuance.schemas import (
     IssuanceListArgs,
     IssuanceOutSchema,
     IssuancePageSchema,
+    IssuanceWaitArgs,
 )
 from shared.db.models import IssuanceRequest
 
@@ -88,8 +89,10 @@ class BulkIssuance(MethodView):
 @blp.route("/<int:request_id>")
 class IssuanceRequestById(MethodView):
     @requires("auditor")
+    @blp.arguments(IssuanceWaitArgs, location="query")
     @blp.response(200, IssuanceOutSchema)
-    def get(self, request_id: int) -> IssuanceRequest:
-        row = service.get_request(runtime().session(), request_id)
+    def get(self, args: dict[str, Any], request_id: int) -> IssuanceRequest:
+        rt = runtime()
+        row = service.get_request(rt.session(), request_id)
         principal().require_read(row.host.site_id)
-        return row
+        return service.wait_finished(rt.session(), rt.redis_client, row, args["wait"])

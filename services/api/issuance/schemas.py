@@ -9,6 +9,7 @@ from webargs.fields import DelimitedList
 
 from services.api.common import id_field
 from shared.db.models import REQUEST_STATUSES
+from shared.waiting import MAX_WAIT_S
 
 MAX_CSR_CHARS = 16384
 
@@ -76,6 +77,17 @@ class IssuanceListArgs(ma.Schema):
     status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(REQUEST_STATUSES))
     cursor = ma.fields.String(load_default=None)
     limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))
+
+
+class IssuanceWaitArgs(ma.Schema):
+    wait = ma.fields.Float(
+        load_default=0.0,
+        validate=ma.validate.Range(min=0, max=MAX_WAIT_S),
+        metadata={
+            "description": "seconds to hold the response until the request is issued or"
+            f" failed (long poll, at most {MAX_WAIT_S:.0f}); 0 answers at once"
+        },
+    )
 
 
 class IssuancePageSchema(ma.Schema):

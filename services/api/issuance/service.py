@@ -7,17 +7,20 @@ the token cannot write, a CSR that does not parse, verify, or ask for allowed na
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
 from services.api.common import get_or_404
 from services.api.hosts.service import get_host, host_by_name
-from shared import events
+from shared import events, waiting
 from shared.db.models import Host, IssuanceRequest
 from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
 from shared.issuance import (
@@ -30,7 +33,11 @@ from shared.issuance import (
     store_request,
     subject_names,
 )
+from shared.logging import fields
 from shared.pki.profiles import XPROTECT_SERVER
+from shared.waiting import FINISHED_STATUSES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,31 @@ class Accepted:
 
 def get_request(session: Session, request_id: int) -> IssuanceRequest:
     return get_or_404(session, IssuanceRequest, request_id, "issuance request")
+
+
+def wait_finished(
+    session: Session, client: redis.Redis, row: IssuanceRequest, timeout: float
+) -> IssuanceRequest:
+    """The request once it is issued or failed, or as it stands after `timeout` seconds.
+    No database connection is held while waiting. Without Redis there is no wake-up to wait
+    for: the row is answered as it stands and the client asks again."""
+    if row.status in FINISHED_STATUSES or timeout <= 0:
+        return row
+    request_id = row.id
+    deadline = time.monotonic() + timeout
+    try:
+        with waiting.subscribed(client, request_id) as wakeup:
+            while True:
+                session.rollback()  # ends the transaction: the pool gets the connection back
+                row = get_request(session, request_id)
+                left = deadline - time.monotonic()
+                if row.status in FINISHED_STATUSES or left <= 0:
+                    break
+                session.rollback()
+                wakeup.wait(left)  # a wake-up for another installation's request: read again
+    except redis.exceptions.RedisError as exc:
+        log.warning("long poll without Redis", extra=fields(error=type(exc).__name__))
+    return row
 
 
 def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[Any]:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+import redis
 from cryptography.hazmat.primitives.asymmetric import ec
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import func, select
 
+from infra.local import free_port
+from shared import waiting
 from shared.db.models import IssuanceRequest
 from tests import factories
 from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY
@@ -180,3 +187,46 @@ def test_listing_requests_by_ids_for_progress(api: ApiHarness) -> None:
     issued = api.get("/api/v1/issuance-requests", query_string={"status": "issued"}).get_json()
     assert sorted(r["id"] for r in issued["items"]) == sorted(ids)
     assert api.get("/api/v1/issuance-requests", query_string={"ids": "1,x"}).status_code == 422
+
+
+def test_long_poll_answers_when_the_issuer_finishes(api: ApiHarness) -> None:
+    """GET ?wait= holds the answer until the issuer's wake-up, then reads the row again."""
+    api.apply_inventory()
+    location = issue(api, {"host": "hq-rec01"}).headers["Location"]
+
+    def issuer() -> None:
+        time.sleep(0.3)
+        waiting.announce_finished(api.redis, api.run_issuer().issued)
+
+    worker = threading.Thread(target=issuer)
+    worker.start()
+    started = time.monotonic()
+    done = api.get(f"{location}?wait=10")
+    elapsed = time.monotonic() - started
+    worker.join()
+    assert done.status_code == 200
+    assert done.get_json()["status"] == "issued" and done.get_json()["certificate_id"]
+    assert 0.3 <= elapsed < 5
+
+
+def test_long_poll_times_out_with_the_row_as_it_stands(api: ApiHarness) -> None:
+    api.apply_inventory()
+    location = issue(api, {"host": "hq-rec01"}).headers["Location"]
+    started = time.monotonic()
+    pending = api.get(f"{location}?wait=0.4")
+    assert pending.status_code == 200 and pending.get_json()["status"] == "queued"
+    assert time.monotonic() - started >= 0.4
+    for bad in ("31", "-1", "soon"):
+        refused = api.get(f"{location}?wait={bad}")
+        assert refused.status_code == 422, bad
+    # Without Redis there is nothing to wait for: the row comes back at once.
+    runtime = api.app.extensions["certfleet"]
+    live = runtime.redis_client
+    runtime.redis_client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    try:
+        started = time.monotonic()
+        unwaited = api.get(f"{location}?wait=10")
+        assert unwaited.status_code == 200 and unwaited.get_json()["status"] == "queued"
+        assert time.monotonic() - started < 5
+    finally:
+        runtime.redis_client = live

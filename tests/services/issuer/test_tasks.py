@@ -20,7 +20,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from shared import contracts
+from shared import contracts, waiting
 from shared.clock import FixedClock
 from shared.db.models import Authority, Certificate, IssuanceRequest
 from shared.db.session import Database
@@ -54,6 +54,18 @@ def wait_until(condition: Callable[[], bool], what: str, worker: subprocess.Pope
             pytest.fail(f"the worker exited ({worker.returncode}) before {what}")
         time.sleep(0.1)
     pytest.fail(f"timed out after {DEADLINE_S}s waiting for {what}")
+
+
+def woken(pubsub: redis.client.PubSub, count: int) -> set[str]:
+    """The channels of the next `count` wake-ups (shared.waiting) the subscription gets."""
+    channels: set[str] = set()
+    deadline = time.monotonic() + DEADLINE_S
+    while len(channels) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1)
+        if message is not None:
+            assert message["data"] == b"finished"
+            channels.add(message["channel"].decode())
+    return channels
 
 
 @pytest.fixture
@@ -186,6 +198,8 @@ def test_worker_issues_ignores_redelivery_and_gives_up_on_permanent_errors(
     ca_passphrase: str,
 ) -> None:
     root_id, ids = world
+    wakeups = redis_client.pubsub(ignore_subscribe_messages=True)
+    wakeups.subscribe(*[waiting.channel(i) for i in ids])
     publisher.publish(contracts.issue_batch(ids))
     worker = start_worker()
 
@@ -194,6 +208,8 @@ def test_worker_issues_ignores_redelivery_and_gives_up_on_permanent_errors(
         "both requests to be issued",
         worker,
     )
+    # Clients long-polling for the requests are woken, after the commit.
+    assert woken(wakeups, 2) == {waiting.channel(i) for i in ids}
     with sqlite_database.sessions() as session:
         rows = session.scalars(select(Certificate).order_by(Certificate.id)).all()
         assert [r.key_source for r in rows] == ["server", "csr"]
@@ -217,6 +233,7 @@ def test_worker_issues_ignores_redelivery_and_gives_up_on_permanent_errors(
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
         )
         doomed = make_request(session, make_host(session, make_site(session, broken_root))).id
+    wakeups.subscribe(waiting.channel(doomed))
     publisher.publish(contracts.issue_batch([doomed]))
 
     wait_until(
@@ -232,6 +249,8 @@ def test_worker_issues_ignores_redelivery_and_gives_up_on_permanent_errors(
     with sqlite_database.sessions() as session:
         reason = session.get(IssuanceRequest, doomed).reason  # type: ignore[union-attr]
     assert reason == "internal error while signing; see issuer logs"
+    assert woken(wakeups, 1) == {waiting.channel(doomed)}  # failed is finished too
+    wakeups.close()
     with sqlite_database.sessions() as session:
         assert len(session.scalars(select(Certificate)).all()) == 2
         attempts = session.scalars(

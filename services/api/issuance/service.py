@@ -18,8 +18,6 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
-from services.api.common import get_or_404
-from services.api.hosts.service import get_host, host_by_name
 from shared import events, waiting
 from shared.db.models import Host, IssuanceRequest
 from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
@@ -47,7 +45,11 @@ class Accepted:
 
 
 def get_request(session: Session, request_id: int) -> IssuanceRequest:
-    return get_or_404(session, IssuanceRequest, request_id, "issuance request")
+    """The request with its host (which the answer names and the caller's scope checks)."""
+    row = session.get(IssuanceRequest, request_id, options=[joinedload(IssuanceRequest.host)])
+    if row is None:
+        raise NotFound(f"issuance request {request_id} does not exist")
+    return row
 
 
 def wait_finished(
@@ -95,11 +97,8 @@ def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[An
 
 
 def resolve_host(session: Session, item: dict[str, Any], known: KnownHosts | None = None) -> Host:
-    if known is not None:
-        return known.get(item)
-    if item.get("host_id") is not None:
-        return get_host(session, item["host_id"])
-    return host_by_name(session, item["host"])
+    """The item's host with its site (one query when the caller has not loaded it)."""
+    return (known or KnownHosts.load(session, [item])).get(item)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from services.api.health.routes import blp as health_blp
 from services.api.hosts.routes import blp as hosts_blp
 from services.api.inventory.routes import blp as inventory_blp
 from services.api.issuance.routes import blp as issuance_blp
+from services.api.metrics.routes import blp as metrics_blp
 from services.api.notifications.routes import blp as notifications_blp
 from services.api.reports.routes import blp as reports_blp
 from services.api.sites.routes import blp as sites_blp
@@ -98,6 +99,7 @@ def create_app(
         notifications_blp,
         campaigns_blp,
         events_blp,
+        metrics_blp,
     ):
         api.register_blueprint(blp)
     app.before_request(_bind_request)

@@ -24,7 +24,7 @@ from services.distributor.targets.base import Target
 from services.distributor.targets.directory import DirectoryTarget
 from services.distributor.targets.ssh import SshTarget
 from services.distributor.targets.webhook import WebhookTarget
-from shared import contracts
+from shared import contracts, taskstats
 from shared.clock import SystemClock
 from shared.db.session import Database
 from shared.logging import configure_logging
@@ -70,6 +70,10 @@ def runtime() -> Runtime:
         ctx=service.Context(build_targets(environ), clock, settings.data_key, environ),
         prober=TlsProber(),
     )
+
+
+# Every run counted in the database, for /metrics (see shared.taskstats).
+taskstats.instrument(app, lambda: runtime().db, SystemClock())
 
 
 @worker_process_init.connect

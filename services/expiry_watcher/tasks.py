@@ -19,6 +19,7 @@ from celery.signals import worker_process_init
 from services.expiry_watcher import campaigns, notifications, renewal
 from services.expiry_watcher import sweep as sweeping
 from services.expiry_watcher.channels import ChannelFactory, SmtpRelay, make_factory
+from shared import taskstats
 from shared.clock import SystemClock
 from shared.contracts import (
     QUEUE_EXPIRY,
@@ -78,6 +79,10 @@ def runtime() -> Runtime:
         clock,
         make_factory(relay, os.environ, clock),
     )
+
+
+# Every run counted in the database, for /metrics (see shared.taskstats).
+taskstats.instrument(app, lambda: runtime().db, SystemClock())
 
 
 @worker_process_init.connect

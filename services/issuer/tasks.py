@@ -18,7 +18,7 @@ from celery import Task
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
 from services.issuer import service
-from shared import waiting
+from shared import taskstats, waiting
 from shared.clock import SystemClock
 from shared.contracts import (
     MAX_IDS_PER_MESSAGE,
@@ -75,6 +75,10 @@ def runtime() -> Runtime:
             socket_connect_timeout=2,
         ),
     )
+
+
+# Every run counted in the database, for /metrics (see shared.taskstats).
+taskstats.instrument(app, lambda: runtime().db, SystemClock())
 
 
 @worker_process_init.connect

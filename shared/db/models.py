@@ -217,6 +217,33 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class TaskRun(Base):
+    """How one Celery task has fared, over every worker process and machine (see
+    shared.taskstats): runs by outcome, their total duration, the last success and failure."""
+
+    __tablename__ = "task_runs"
+
+    task: Mapped[str] = mapped_column(String(100), primary_key=True)
+    successes: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    seconds_total: Mapped[float] = mapped_column(Float, default=0.0)
+    last_success_at: Mapped[dt.datetime | None]
+    last_failure_at: Mapped[dt.datetime | None]
+
+
+class TaskDuration(Base):
+    """A task's runs by duration bucket (`le`: the bucket's upper bound, or "+Inf"); each run
+    counts in one bucket only, and the exporter adds them up into Prometheus' cumulative
+    buckets."""
+
+    __tablename__ = "task_durations"
+
+    task: Mapped[str] = mapped_column(String(100), primary_key=True)
+    le: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class ApiToken(Base):
     """Only the SHA-256 of the secret is stored; the secret is shown once at creation."""
 

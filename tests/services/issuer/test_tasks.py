@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from shared import contracts, waiting
 from shared.clock import FixedClock
-from shared.db.models import Authority, Certificate, IssuanceRequest
+from shared.db.models import Authority, Certificate, IssuanceRequest, TaskRun
 from shared.db.session import Database
 from shared.queue import CeleryPublisher, make_celery
 from shared.settings import Settings
@@ -54,6 +54,11 @@ def wait_until(condition: Callable[[], bool], what: str, worker: subprocess.Pope
             pytest.fail(f"the worker exited ({worker.returncode}) before {what}")
         time.sleep(0.1)
     pytest.fail(f"timed out after {DEADLINE_S}s waiting for {what}")
+
+
+def task_run(database: Database, task: str) -> TaskRun | None:
+    with database.sessions() as session:
+        return session.get(TaskRun, task)
 
 
 def woken(pubsub: redis.client.PubSub, count: int) -> set[str]:
@@ -251,6 +256,15 @@ def test_worker_issues_ignores_redelivery_and_gives_up_on_permanent_errors(
     assert reason == "internal error while signing; see issuer logs"
     assert woken(wakeups, 1) == {waiting.channel(doomed)}  # failed is finished too
     wakeups.close()
+    # The worker counted its runs in the database, for /metrics (shared.taskstats).
+    wait_until(
+        lambda: task_run(sqlite_database, contracts.TASK_CREATE_AUTHORITY) is not None,
+        "the authority task's run to be recorded",
+        worker,
+    )
+    issued = task_run(sqlite_database, contracts.TASK_ISSUE_BATCH)
+    assert issued is not None and issued.successes >= 2 and issued.failures == 0
+    assert issued.last_success_at is not None and issued.seconds_total > 0
     with sqlite_database.sessions() as session:
         assert len(session.scalars(select(Certificate)).all()) == 2
         attempts = session.scalars(

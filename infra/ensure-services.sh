@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the binaries the demo and the tests use are installed: redis-server and openssl,
-# plus psql and sshd for the tests (installed with apt when missing and we are root), and say
-# how to start PostgreSQL.
+# plus psql, sshd and Debian's chromium for the tests (installed with apt when missing and
+# we are root), and say how to start PostgreSQL.
 # Usage: infra/ensure-services.sh [--postgres]
 set -euo pipefail
 
@@ -12,6 +12,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${1:-}" = "--postgres" ]; then
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)  # the ssh delivery target's tests
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's browser test
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -16,6 +16,7 @@ from services.api.campaigns.routes import blp as campaigns_blp
 from services.api.certificates.routes import blp as certificates_blp
 from services.api.common import BoundedIntConverter
 from services.api.context import ApiRuntime, close_session
+from services.api.dashboard.routes import bp as dashboard_bp
 from services.api.deliveries.routes import blp as deliveries_blp
 from services.api.events.routes import blp as events_blp
 from services.api.health.routes import blp as health_blp
@@ -102,6 +103,7 @@ def create_app(
         metrics_blp,
     ):
         api.register_blueprint(blp)
+    app.register_blueprint(dashboard_bp)  # HTML pages: not part of the OpenAPI spec
     app.before_request(_bind_request)
     app.after_request(_log_request)
     app.teardown_request(_teardown)

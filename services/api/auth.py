@@ -66,17 +66,24 @@ class Principal:
 
 
 def authenticate() -> Principal:
-    """The request's token as a Principal. A client address locked out by too many bad tokens
-    gets 429 here, whatever it sends (see services.api.limits)."""
+    """The request's bearer token as a Principal."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        failure_limiter(runtime()).check(request.remote_addr or "unknown")
+        raise Unauthorized("a bearer token is required")
+    return authenticate_secret(secret.strip())
+
+
+def authenticate_secret(secret: str) -> Principal:
+    """A token's secret, from a header or the dashboard's cookie, as a Principal. A client
+    address locked out by too many bad tokens gets 429 here, whatever it sends (see
+    services.api.limits)."""
     rt = runtime()
     limiter = failure_limiter(rt)
     address = request.remote_addr or "unknown"
     limiter.check(address)
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("a bearer token is required")
-    token = find_token(rt.session(), secret.strip())
+    token = find_token(rt.session(), secret)
     if token is None:
         limiter.failed(address)
         raise Unauthorized("the token is not valid")

@@ -76,8 +76,12 @@ def http_error(error: HTTPException) -> Payload:
     return body(code, message, errors), status, dict(data.get("headers") or {})
 
 
+def status_of(error: CertfleetError) -> int:
+    return next((s for cls, s in STATUS_BY_ERROR if isinstance(error, cls)), 400)
+
+
 def domain_error(error: CertfleetError) -> Payload:
-    status = next((s for cls, s in STATUS_BY_ERROR if isinstance(error, cls)), 400)
+    status = status_of(error)
     if status == 503:
         return retry_later(body(error.code, error.message, error.errors))
     if isinstance(error, TooManyRequests):

@@ -1,0 +1,178 @@
+"""The dashboard: server-rendered pages behind the API's own tokens.
+
+A browser cannot send a bearer header, so the login form takes a token once and keeps it in
+an HttpOnly, SameSite=Strict cookie scoped to /dashboard; every page then authenticates that
+secret exactly as the API authenticates a header (same lookup, same lockout of an address
+after repeated bad tokens, same revocation). The pages only read; the two forms that write
+(login, logout) change nothing but the cookie."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from services.api.auth import Principal, authenticate_secret
+from services.api.context import runtime
+from services.api.dashboard import service
+from services.api.errors import status_of
+from shared.errors import CertfleetError, TooManyRequests
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
+COOKIE = "certfleet_dashboard"
+COOKIE_AGE = dt.timedelta(hours=12)
+LIVE_REFRESH_MS = 5000
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def signed_in(view: F) -> F:
+    """The page for a reader with a valid token in the cookie; the login form otherwise."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        secret = request.cookies.get(COOKIE, "")
+        if not secret:
+            return redirect(url_for("dashboard.login", next=request.full_path))
+        try:
+            who = authenticate_secret(secret)
+        except TooManyRequests as exc:
+            return _page("dashboard/login.html", 429, error=exc.message)
+        except CertfleetError:
+            response = redirect(url_for("dashboard.login", expired=1))
+            response.delete_cookie(COOKIE, path=bp.url_prefix)
+            return response
+        if who.role == "agent":
+            return _page("dashboard/login.html", 403, error="agent tokens cannot sign in")
+        g.dashboard_reader = who
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def reader() -> Principal:
+    who = g.dashboard_reader
+    assert isinstance(who, Principal)
+    return who
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    response = Response(render_template(template, **context), status=status)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+    )
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+@bp.get("/login")
+def login() -> Response:
+    expired = request.args.get("expired") is not None
+    return _page(
+        "dashboard/login.html",
+        error="the token is no longer valid; sign in again" if expired else None,
+        next=request.args.get("next", ""),
+    )
+
+
+@bp.post("/login")
+def login_submit() -> BaseResponse:
+    secret = request.form.get("token", "").strip()
+    try:
+        who = authenticate_secret(secret) if secret else None
+    except CertfleetError as exc:
+        return _page("dashboard/login.html", status_of(exc), error=exc.message)
+    if who is None:
+        return _page("dashboard/login.html", 401, error="paste an API token")
+    if who.role == "agent":
+        return _page("dashboard/login.html", 403, error="agent tokens cannot sign in")
+    target = request.form.get("next", "")
+    if not target.startswith(f"{bp.url_prefix}/"):  # never an open redirect
+        target = url_for("dashboard.overview")
+    response = redirect(target, code=303)
+    response.set_cookie(
+        COOKIE,
+        secret,
+        max_age=int(COOKIE_AGE.total_seconds()),
+        path=bp.url_prefix,
+        secure=request.is_secure,
+        httponly=True,
+        samesite="Strict",
+    )
+    return response
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    response = redirect(url_for("dashboard.login"), code=303)
+    response.delete_cookie(COOKIE, path=bp.url_prefix)
+    return response
+
+
+@bp.get("/")
+@signed_in
+def overview() -> Response:
+    rt = runtime()
+    session, now, who = rt.session(), rt.clock.now(), reader()
+    sites = service.sites(session, who, now)
+    return _page(
+        "dashboard/overview.html",
+        who=who,
+        now=now,
+        sites=sites,
+        totals=service.totals(sites),
+        week=service.WEEK,
+        timeline=service.timeline(session, who, now),
+        campaigns=service.campaigns(session),
+        events=service.events(session, who, 0, 20),
+        expiring_days=service.EXPIRING_DAYS,
+        refresh_ms=LIVE_REFRESH_MS,
+    )
+
+
+@bp.get("/campaigns")
+@signed_in
+def campaigns() -> Response:
+    """The campaigns section alone: the overview reloads it every few seconds."""
+    return _page("dashboard/_campaigns.html", campaigns=service.campaigns(runtime().session()))
+
+
+@bp.get("/hosts")
+@signed_in
+def hosts() -> Response:
+    rt = runtime()
+    site = request.args.get("site") or None
+    after = request.args.get("after", "0")
+    rows, next_after = service.hosts(
+        rt.session(), reader(), site, int(after) if after.isdigit() else 0
+    )
+    return _page(
+        "dashboard/hosts.html",
+        who=reader(),
+        now=rt.clock.now(),
+        rows=rows,
+        site=site,
+        next_after=next_after,
+    )
+
+
+@bp.get("/events")
+@signed_in
+def events() -> Response:
+    before = request.args.get("before", "0")
+    rows = service.events(
+        runtime().session(),
+        reader(),
+        int(before) if before.isdigit() else 0,
+        service.EVENTS_PER_PAGE,
+    )
+    return _page(
+        "dashboard/events.html",
+        who=reader(),
+        rows=rows,
+        next_before=rows[-1].id if len(rows) == service.EVENTS_PER_PAGE else None,
+    )

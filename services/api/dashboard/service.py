@@ -1,0 +1,241 @@
+"""What the dashboard shows, read for one reader: an operator scoped to a site sees only that
+site's rows. Each page is a handful of grouped queries, whatever the size of the fleet."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from services.api.auth import Principal
+from shared.campaigns import counts as campaign_counts
+from shared.db.models import (
+    Authority,
+    Campaign,
+    Certificate,
+    Delivery,
+    Event,
+    Host,
+    Site,
+)
+
+EXPIRING_DAYS = 30
+TIMELINE_WEEKS = 52
+WEEK = dt.timedelta(weeks=1)
+HOSTS_PER_PAGE = 200
+EVENTS_PER_PAGE = 100
+
+
+@dataclass
+class SiteRow:
+    name: str
+    authority: str
+    hosts: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    expiring: int = 0  # active, expiring within EXPIRING_DAYS
+    expired: int = 0  # active but past not_after: clients refuse it now
+    failed_deliveries: int = 0
+
+
+def totals(rows: Sequence[SiteRow]) -> dict[str, int]:
+    return {
+        "active": sum(r.by_status.get("active", 0) for r in rows),
+        "expiring": sum(r.expiring for r in rows),
+        "expired": sum(r.expired for r in rows),
+        "failed_deliveries": sum(r.failed_deliveries for r in rows),
+    }
+
+
+@dataclass(frozen=True)
+class CaMark:
+    name: str
+    not_after: dt.datetime
+    week: int | None  # the timeline's week it falls in; None: beyond the timeline
+
+
+@dataclass(frozen=True)
+class Timeline:
+    start: dt.datetime
+    weeks: list[int]  # active certificates expiring in each week from `start`
+    overdue: int  # active certificates already expired
+    cas: list[CaMark]
+
+    @property
+    def tallest(self) -> int:
+        return max([*self.weeks, self.overdue, 1])
+
+
+def readable_site_ids(session: Session, who: Principal) -> list[int] | None:
+    """The sites a reader may see; None: all of them."""
+    if who.role == "operator" and who.site_id is not None:
+        return [who.site_id]
+    return None
+
+
+def _scoped(query: Any, column: Any, site_ids: list[int] | None) -> Any:
+    """`query` limited to the reader's sites (typed Any: a Select of any columns)."""
+    return query if site_ids is None else query.where(column.in_(site_ids))
+
+
+def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
+    site_ids = readable_site_ids(session, who)
+    rows = {
+        site.id: SiteRow(site.name, authority)
+        for site, authority in session.execute(
+            _scoped(
+                select(Site, Authority.name)
+                .join(Authority, Site.authority_id == Authority.id)
+                .order_by(Site.name),
+                Site.id,
+                site_ids,
+            )
+        )
+    }
+    for site_id, number in session.execute(
+        _scoped(select(Host.site_id, func.count()).group_by(Host.site_id), Host.site_id, site_ids)
+    ):
+        rows[site_id].hosts = number
+    active = Certificate.status == "active"
+    soon = now + dt.timedelta(days=EXPIRING_DAYS)
+    certificate_counts = (
+        select(
+            Host.site_id,
+            Certificate.status,
+            func.count(),
+            func.count().filter(and_(active, Certificate.not_after <= soon)),
+            func.count().filter(and_(active, Certificate.not_after <= now)),
+        )
+        .select_from(Certificate)
+        .join(Host, Certificate.host_id == Host.id)
+        .group_by(Host.site_id, Certificate.status)
+    )
+    for site_id, status, number, expiring, expired in session.execute(
+        _scoped(certificate_counts, Host.site_id, site_ids)
+    ):
+        row = rows[site_id]
+        row.by_status[status] = number
+        row.expiring += expiring
+        row.expired += expired
+    failed = (
+        select(Host.site_id, func.count())
+        .select_from(Delivery)
+        .join(Host, Delivery.host_id == Host.id)
+        .where(Delivery.status == "failed")
+        .group_by(Host.site_id)
+    )
+    for site_id, number in session.execute(_scoped(failed, Host.site_id, site_ids)):
+        rows[site_id].failed_deliveries = number
+    return list(rows.values())
+
+
+def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
+    """Active certificates per week over the next TIMELINE_WEEKS weeks, and the CAs' expiry."""
+    site_ids = readable_site_ids(session, who)
+    end = now + WEEK * TIMELINE_WEEKS
+    query = (
+        select(Certificate.not_after)
+        .join(Host, Certificate.host_id == Host.id)
+        .where(Certificate.status == "active", Certificate.not_after < end)
+    )
+    weeks = [0] * TIMELINE_WEEKS
+    overdue = 0
+    for (not_after,) in session.execute(_scoped(query, Host.site_id, site_ids)):
+        if not_after <= now:
+            overdue += 1
+        else:
+            weeks[int((not_after - now) / WEEK)] += 1
+    cas = [
+        CaMark(name, not_after, int((not_after - now) / WEEK) if not_after < end else None)
+        for name, not_after in session.execute(
+            select(Authority.name, Authority.not_after)
+            .where(Authority.status.in_(("active", "retiring")))
+            .order_by(Authority.not_after)
+        )
+        if not_after is not None
+    ]
+    return Timeline(now, weeks, overdue, cas)
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host: Host
+    site: str
+    certificate: Certificate | None
+    delivery: Delivery | None
+
+
+def hosts(
+    session: Session, who: Principal, site: str | None, after_id: int
+) -> tuple[list[HostRow], int | None]:
+    """A page of hosts, each with its active certificate and the latest delivery of a
+    certificate to it (its delivery and verification state); the next page's `after_id`."""
+    site_ids = readable_site_ids(session, who)
+    query = (
+        select(Host, Site.name)
+        .join(Site, Host.site_id == Site.id)
+        .where(Host.id > after_id)
+        .order_by(Host.id)
+        .limit(HOSTS_PER_PAGE + 1)
+    )
+    if site:
+        query = query.where(Site.name == site)
+    found = [(host, name) for host, name in session.execute(_scoped(query, Host.site_id, site_ids))]
+    page, more = found[:HOSTS_PER_PAGE], len(found) > HOSTS_PER_PAGE
+    host_ids = [h.id for h, _ in page]
+    certificates = {
+        c.host_id: c
+        for c in session.scalars(
+            select(Certificate).where(
+                Certificate.host_id.in_(host_ids), Certificate.status == "active"
+            )
+        )
+    }
+    latest = (
+        select(func.max(Delivery.id))
+        .where(Delivery.host_id.in_(host_ids), Delivery.kind == "certificate")
+        .group_by(Delivery.host_id)
+    )
+    delivered = {
+        d.host_id: d for d in session.scalars(select(Delivery).where(Delivery.id.in_(latest)))
+    }
+    rows = [HostRow(h, name, certificates.get(h.id), delivered.get(h.id)) for h, name in page]
+    return rows, (page[-1][0].id if more else None)
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    campaign: Campaign
+    counts: dict[str, int]
+
+    @property
+    def percent(self) -> int:
+        total = self.counts.get("total", 0)
+        return round(100 * self.counts.get("finished", 0) / total) if total else 100
+
+
+def campaigns(session: Session, finished_shown: int = 5) -> list[CampaignRow]:
+    """Unfinished campaigns, then the last few finished ones."""
+    unfinished = session.scalars(
+        select(Campaign).where(Campaign.finished_at.is_(None)).order_by(Campaign.id.desc())
+    ).all()
+    finished = session.scalars(
+        select(Campaign)
+        .where(Campaign.finished_at.is_not(None))
+        .order_by(Campaign.finished_at.desc())
+        .limit(finished_shown)
+    ).all()
+    shown: Sequence[Campaign] = [*unfinished, *finished]
+    numbers = campaign_counts(session, [c.id for c in shown])
+    return [CampaignRow(c, numbers[c.id]) for c in shown]
+
+
+def events(session: Session, who: Principal, before_id: int, limit: int) -> list[Event]:
+    query = select(Event).order_by(Event.id.desc()).limit(limit)
+    if before_id:
+        query = query.where(Event.id < before_id)
+    site_ids = readable_site_ids(session, who)
+    return list(session.scalars(_scoped(query, Event.site_id, site_ids)))

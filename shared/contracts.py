@@ -28,6 +28,31 @@ TASK_RENEW = "certfleet.expiry.renew"
 TASK_NOTIFY = "certfleet.expiry.notify"
 TASK_ADVANCE_CAMPAIGNS = "certfleet.expiry.advance_campaigns"
 
+# The beat that holds this Redis key schedules the periodic tasks; a standby waits for it.
+BEAT_LOCK_KEY = "certfleet:expiry-watcher:beat"
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A task the beat sends every `every` seconds to `queue`."""
+
+    name: str
+    task: str
+    every: float
+    queue: str
+
+
+def periodic_tasks(sweep_interval_s: float) -> tuple[Periodic, ...]:
+    return (
+        Periodic("sweep", TASK_SWEEP, sweep_interval_s, QUEUE_EXPIRY),
+        Periodic("renew", TASK_RENEW, 300.0, QUEUE_EXPIRY),
+        Periodic("notify", TASK_NOTIFY, 300.0, QUEUE_EXPIRY),
+        Periodic("campaigns", TASK_ADVANCE_CAMPAIGNS, 15.0, QUEUE_EXPIRY),
+        # CRLs are signed by the issuer (the only holder of the CA passphrase).
+        Periodic("crls", TASK_REFRESH_CRLS, 3600.0, QUEUE_ISSUE),
+    )
+
+
 MAX_IDS_PER_MESSAGE = 1000
 # A server-side key costs an RSA-2048 keygen, some tens of CSR signatures: such requests go
 # in smaller messages, so that a burst spreads over every issuer process instead of one

@@ -19,6 +19,7 @@ from services.cli import admin
 from services.cli.campaigns import campaign
 from services.cli.client import ApiClient, CliError
 from services.cli.common import client_of, default_api_url, emit, err_console, friendly_errors
+from services.cli.doctor import doctor
 from shared.clock import SystemClock
 from shared.pki.profiles import ALLOWED_RSA_BITS, DEFAULT_CA
 from shared.settings import Settings
@@ -457,6 +458,7 @@ def stack_run(worker_concurrency: int) -> None:
 
 
 cli.add_command(campaign)
+cli.add_command(doctor)
 
 if __name__ == "__main__":
     cli()

@@ -14,11 +14,12 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
+from shared.contracts import BEAT_LOCK_KEY
 from shared.queue import redis_client
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "certfleet:expiry-watcher:beat"
+LOCK_KEY = BEAT_LOCK_KEY
 LOCK_TTL_S = 30
 STANDBY_SLEEP_S = 5.0
 

@@ -22,13 +22,11 @@ from services.expiry_watcher.channels import ChannelFactory, SmtpRelay, make_fac
 from shared import taskstats
 from shared.clock import SystemClock
 from shared.contracts import (
-    QUEUE_EXPIRY,
-    QUEUE_ISSUE,
     TASK_ADVANCE_CAMPAIGNS,
     TASK_NOTIFY,
-    TASK_REFRESH_CRLS,
     TASK_RENEW,
     TASK_SWEEP,
+    periodic_tasks,
 )
 from shared.db.session import Database
 from shared.logging import configure_logging
@@ -41,21 +39,13 @@ settings = Settings.from_env()
 app = make_celery(settings, "certfleet-expiry-watcher")
 app.conf.beat_scheduler = "services.expiry_watcher.beat:LockedScheduler"
 # Each entry expires before the next one is due: a backlog of missed runs is not replayed.
-# CRLs are signed by the issuer (the only holder of the CA passphrase): that entry goes to
-# its queue.
 app.conf.beat_schedule = {
-    name: {
-        "task": task,
-        "schedule": every,
-        "options": {"queue": queue, "expires": every * 0.9},
+    p.name: {
+        "task": p.task,
+        "schedule": p.every,
+        "options": {"queue": p.queue, "expires": p.every * 0.9},
     }
-    for name, task, every, queue in (
-        ("sweep", TASK_SWEEP, settings.sweep_interval_s, QUEUE_EXPIRY),
-        ("renew", TASK_RENEW, 300.0, QUEUE_EXPIRY),
-        ("notify", TASK_NOTIFY, 300.0, QUEUE_EXPIRY),
-        ("campaigns", TASK_ADVANCE_CAMPAIGNS, 15.0, QUEUE_EXPIRY),
-        ("crls", TASK_REFRESH_CRLS, 3600.0, QUEUE_ISSUE),
-    )
+    for p in periodic_tasks(settings.sweep_interval_s)
 }
 
 

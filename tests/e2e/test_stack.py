@@ -104,6 +104,18 @@ def running(
             yield Running(stack, env, work / "var", result.admin_token)
 
 
+def test_doctor_passes_on_the_running_stack(running: Running) -> None:
+    """Every service of the stack is seen: the workers answer on their queues, the beat holds
+    its lock, the API is ready."""
+    result = running.cli("-o", "json", "doctor", check=False)
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("database", "beat", "api", "CA E2E Root", "clock: redis"):
+        assert checks[name]["status"] == "ok", checks[name]
+    for queue in ("issue", "distribute", "expiry"):
+        assert checks[f"workers: {queue}"]["status"] == "ok", checks[f"workers: {queue}"]
+
+
 def test_init_saved_the_admin_token_privately(running: Running) -> None:
     token_file = running.var_dir / "admin.token"
     assert token_file.read_text().strip() == running.token

@@ -1,0 +1,94 @@
+"""`certfleet doctor` against a real database and Redis with nothing else running: every
+missing piece is a failure with the command that fixes it. (tests/e2e/test_stack.py runs it
+against the whole running stack, where it passes.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+from sqlalchemy import update
+
+from infra.local import free_port
+from services.cli import admin
+from services.cli.main import cli
+from shared import taskstats
+from shared.clock import SystemClock
+from shared.contracts import BEAT_LOCK_KEY, TASK_SWEEP
+from shared.db.models import Authority
+from shared.db.session import Database
+from shared.settings import Settings
+from tests.conftest import TEST_CA_PASSPHRASE
+
+
+def doctor(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
+    result = CliRunner().invoke(cli, ["-o", "json", "doctor", "--no-api"], env=env)
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    return result.exit_code, checks
+
+
+@pytest.fixture
+def deployment(sqlite_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {
+        "CERTFLEET_DATABASE_URL": sqlite_url,
+        "CERTFLEET_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/7",
+        "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
+        "CERTFLEET_VAR_DIR": str(tmp_path / "var"),
+    }
+    admin.init(Settings.from_env(env), SystemClock(), ca_name="Doctor Root", key_bits=2048)
+    client = redis.Redis.from_url(env["CERTFLEET_REDIS_URL"])
+    client.flushdb()
+    client.close()
+    return env
+
+
+def test_doctor_names_what_is_missing(deployment: dict[str, str]) -> None:
+    code, checks = doctor(deployment)
+    assert code == 1
+    status = {name: c["status"] for name, c in checks.items()}
+    assert status["database"] == "ok" and "schema 0009" in checks["database"]["detail"]
+    assert status["redis"] in ("ok", "warn")
+    for queue in ("issue", "distribute", "expiry"):
+        assert status[f"workers: {queue}"] == "fail"
+        assert f"--queues {queue}" in checks[f"workers: {queue}"]["detail"]
+    assert status["beat"] == "fail" and "beat" in checks["beat"]["detail"]
+    assert status["task: sweep"] == "warn"  # never ran yet
+    assert status["CA Doctor Root"] == "ok"
+    assert status["clock: redis"] == "ok"
+    assert "api" not in status
+
+
+def test_doctor_fails_a_stale_task_and_a_ca_about_to_expire(deployment: dict[str, str]) -> None:
+    db = Database(deployment["CERTFLEET_DATABASE_URL"])
+    now = dt.datetime.now(dt.UTC)
+    with db.session() as session:
+        taskstats.record(session, TASK_SWEEP, 0.1, "success", now - dt.timedelta(days=2))
+        session.execute(update(Authority).values(not_after=now + dt.timedelta(days=20)))
+    db.dispose()
+    client = redis.Redis.from_url(deployment["CERTFLEET_REDIS_URL"])
+    client.set(BEAT_LOCK_KEY, "beat-host:123:1", px=30_000)
+    try:
+        code, checks = doctor(deployment)
+    finally:
+        client.delete(BEAT_LOCK_KEY)
+        client.close()
+    assert code == 1
+    assert checks["beat"]["status"] == "ok" and "beat-host:123" in checks["beat"]["detail"]
+    sweep: dict[str, Any] = checks["task: sweep"]
+    assert sweep["status"] == "fail" and "it runs every 60s" in sweep["detail"]
+    ca = checks["CA Doctor Root"]
+    assert ca["status"] == "fail" and "rotate-ca" in ca["detail"]
+
+
+def test_doctor_reports_an_unreachable_redis_without_crashing(deployment: dict[str, str]) -> None:
+    gone = {**deployment, "CERTFLEET_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    code, checks = doctor(gone)
+    assert code == 1
+    assert checks["database"]["status"] == "ok"
+    assert checks["redis"]["status"] == "fail" and "could not check" in checks["redis"]["detail"]
+    assert checks["workers"]["detail"] == "not checked: Redis is unreachable"

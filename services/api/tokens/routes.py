@@ -9,11 +9,13 @@ from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from services.api.auth import principal, requires
+from services.api.common import get_or_404
 from services.api.context import runtime
 from services.api.sites.service import site_by_name
 from services.api.tokens.schemas import NewTokenOutSchema, TokenInSchema, TokenOutSchema
 from shared import events
 from shared.db.models import ApiToken
+from shared.errors import Conflict
 from shared.tokens import create_token
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens", description="API tokens")
@@ -55,3 +57,33 @@ class Tokens(MethodView):
         session.commit()
         shown = {name: getattr(new.token, name) for name in TokenOutSchema().fields}
         return {**shown, "token": new.secret}
+
+
+@blp.route("/<int:token_id>/revoke")
+class RevokeToken(MethodView):
+    @requires("admin")
+    @blp.response(200, TokenOutSchema)
+    def post(self, token_id: int) -> ApiToken:
+        """Revoke a token: from now on it is refused everywhere (API, dashboard, agent). A
+        token cannot revoke itself, so an admin never locks the last door by mistake."""
+        rt = runtime()
+        session = rt.session()
+        token = get_or_404(session, ApiToken, token_id, "token")
+        who = principal()
+        if token.id == who.token_id:
+            raise Conflict("a token cannot revoke itself; use another admin token")
+        if token.revoked_at is None:
+            now = rt.clock.now()
+            token.revoked_at = now
+            events.record(
+                session,
+                "token.revoked",
+                who.actor,
+                at=now,
+                site_id=token.site_id,
+                subject=("api_token", token.id),
+                prefix=token.prefix,
+                role=token.role,
+            )
+            session.commit()
+        return token

@@ -21,6 +21,7 @@ class TokenOutSchema(ma.Schema):
     prefix = ma.fields.String()
     created_at = ma.fields.DateTime()
     last_used_at = ma.fields.DateTime(allow_none=True)
+    revoked_at = ma.fields.DateTime(allow_none=True)
 
 
 class NewTokenOutSchema(TokenOutSchema):

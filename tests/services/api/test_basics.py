@@ -139,3 +139,28 @@ def test_tokens_are_stored_hashed_and_shown_once(api: ApiHarness) -> None:
         stored = [row[0] for row in session.execute(text("SELECT token_hash FROM api_tokens"))]
     assert secret not in stored and all(len(h) == 64 for h in stored)
     assert api.get("/api/v1/sites", token=secret).status_code == 200
+
+
+def test_an_admin_revokes_a_token_and_it_is_refused_at_once(api: ApiHarness) -> None:
+    secret = api.token("auditor")
+    assert api.get("/api/v1/sites", token=secret).status_code == 200
+    [listed] = [t for t in api.get("/api/v1/tokens").get_json() if t["role"] == "auditor"]
+    operator = api.token("operator")
+    assert api.post(f"/api/v1/tokens/{listed['id']}/revoke", token=operator).status_code == 403
+
+    revoked = api.post(f"/api/v1/tokens/{listed['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.get_json()["revoked_at"]
+    assert api.get("/api/v1/sites", token=secret).status_code == 401
+    assert listed["id"] not in [t["id"] for t in api.get("/api/v1/tokens").get_json()]
+    again = api.post(f"/api/v1/tokens/{listed['id']}/revoke")  # idempotent
+    assert (
+        again.status_code == 200
+        and again.get_json()["revoked_at"] == revoked.get_json()["revoked_at"]
+    )
+    kinds = [e["kind"] for e in api.get("/api/v1/events?kind=token.revoked").get_json()["items"]]
+    assert kinds == ["token.revoked"]
+
+    admin_id = next(t["id"] for t in api.get("/api/v1/tokens").get_json() if t["role"] == "admin")
+    itself = api.post(f"/api/v1/tokens/{admin_id}/revoke")
+    assert itself.status_code == 409 and itself.get_json()["code"] == "conflict"
+    assert api.post("/api/v1/tokens/999999/revoke").status_code == 404

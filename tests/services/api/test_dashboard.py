@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from services.api.dashboard.routes import COOKIE
 from shared import campaigns
-from shared.db.models import ApiToken, Authority, Certificate, Delivery, Host
+from shared.db.models import Authority, Certificate, Delivery, Host
 from tests.services.api.conftest import ApiHarness
 
 ISSUED = ["hq-mgmt01", "hq-rec01", "aar-rec01", "sto-rec01"]
@@ -88,9 +88,8 @@ def test_a_revoked_token_signs_the_reader_out(api: ApiHarness) -> None:
     secret = api.token("auditor")
     sign_in(api, secret)
     assert api.client.get("/dashboard/").status_code == 200
-    with api.db.session() as session:
-        token = session.scalars(select(ApiToken).where(ApiToken.role == "auditor")).one()
-        token.revoked_at = api.clock.now()
+    [token] = [t for t in api.get("/api/v1/tokens").get_json() if t["role"] == "auditor"]
+    assert api.post(f"/api/v1/tokens/{token['id']}/revoke").status_code == 200
     after = api.client.get("/dashboard/")
     assert after.status_code == 302 and "expired=1" in after.location
 

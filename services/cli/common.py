@@ -70,6 +70,20 @@ def emit(
     console.print(table)
 
 
+def emit_one(ctx: click.Context, row: dict[str, Any], title: str) -> None:
+    """One object: JSON as the API gave it, or a table of its fields."""
+    if ctx.obj["output"] == "json":
+        click.echo(json.dumps(row, indent=2, default=str))
+        return
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in row.items():
+        shown = json.dumps(value) if isinstance(value, dict) else format_cell(value)
+        table.add_row(key, shown)
+    console.print(table)
+
+
 def format_cell(value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(str(v) for v in value)

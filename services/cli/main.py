@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import get_completion_class
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.cli import admin
+from services.cli import admin, resources
 from services.cli.campaigns import campaign
 from services.cli.client import ApiClient, CliError
 from services.cli.common import client_of, default_api_url, emit, err_console, friendly_errors
@@ -457,8 +458,23 @@ def stack_run(worker_concurrency: int) -> None:
             click.echo("stopping")
 
 
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g. for bash:
+    certfleet completion bash > /etc/bash_completion.d/certfleet"""
+    completer = get_completion_class(shell)
+    assert completer is not None
+    click.echo(completer(cli, {}, "certfleet", "_CERTFLEET_COMPLETE").source())
+
+
 cli.add_command(campaign)
 cli.add_command(doctor)
+for command in resources.COMMANDS:
+    cli.add_command(command)
+certs.add_command(resources.certs_show)
+certs.add_command(resources.certs_revoke)
+trust.add_command(resources.trust_bundle)
 
 if __name__ == "__main__":
     cli()

@@ -13,6 +13,10 @@ if [ "${1:-}" = "--postgres" ]; then
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)  # the ssh delivery target's tests
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's browser test
+  # With a docker client but no compose plugin, docker-compose validates the compose files.
+  if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  fi
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

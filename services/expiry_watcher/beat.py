@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 import redis
@@ -16,6 +17,7 @@ from celery.beat import Scheduler
 
 from shared.contracts import BEAT_LOCK_KEY
 from shared.queue import redis_client
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +67,25 @@ class LockedScheduler(Scheduler):  # type: ignore[misc]
             except redis.RedisError:
                 pass
         super().close()
+
+
+def check() -> int:
+    """`python -m services.expiry_watcher.beat --check`, a container healthcheck: 0 while
+    some beat holds the lock (this one, or the one a standby waits for), 1 otherwise."""
+    settings = Settings.from_env()
+    try:
+        client = redis_client(settings.redis_url, settings.redis_sentinel_master, socket_timeout=5)
+        holder = client.get(LOCK_KEY)
+    except redis.RedisError as exc:
+        print(f"redis unreachable: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if holder is None:
+        print("no beat holds the schedule lock", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--check"]:
+        sys.exit("usage: python -m services.expiry_watcher.beat --check")
+    sys.exit(check())

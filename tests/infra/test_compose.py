@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.manifests import SETTING_NAMES, component
+from tests.infra.manifests import SETTING_NAMES, argv_of, component
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -44,7 +44,35 @@ def test_services_and_dependencies(compose: dict[str, Any]) -> None:
         depends = services[name]["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
-    assert all("healthcheck" in services[n] for n in ("redis", "postgres", "api"))
+    long_running = ("redis", "postgres", "api", "issuer", "distributor", "expiry-watcher", "beat")
+    assert all("healthcheck" in services[n] for n in long_running)
+
+
+def test_healthchecks_ask_the_service_itself(compose: dict[str, Any]) -> None:
+    """A worker is healthy when it answers a ping over the broker, addressed to its own
+    container; the beat while a beat holds the schedule lock."""
+    services = compose["services"]
+    for name in ("issuer", "distributor", "expiry-watcher"):
+        module = argv_of(services[name]["command"])[2]
+        probe = services[name]["healthcheck"]["test"]
+        assert probe[0] == "CMD-SHELL", name
+        assert probe[1].startswith(f"celery -A {module} inspect ping"), name
+        assert "--destination celery@$$HOSTNAME" in probe[1], name
+    assert services["beat"]["healthcheck"]["test"][1:] == [
+        "python",
+        "-m",
+        "services.expiry_watcher.beat",
+        "--check",
+    ]
+    assert "--check" in (ROOT / "services" / "expiry_watcher" / "beat.py").read_text()
+
+
+def test_flower_is_optional_local_and_needs_a_password(compose: dict[str, Any]) -> None:
+    flower = compose["services"]["flower"]
+    assert flower["profiles"] == ["flower"]
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
+    assert '[ -n "$$FLOWER_BASIC_AUTH" ] || {' in flower["command"][0]
 
 
 def test_commands_point_at_real_code(compose: dict[str, Any]) -> None:
@@ -91,22 +119,55 @@ def test_only_known_settings_and_secrets_where_needed(compose: dict[str, Any]) -
         assert re.search(rf"\$\{{{secret}:\?", text), secret
 
 
+def compose_command() -> list[str] | None:
+    """`docker compose` (the plugin), else `docker-compose` (which make test installs where
+    the docker client is present), else None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
-def test_docker_compose_config_validates_when_the_plugin_is_present() -> None:
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        pytest.skip("the docker client has no compose plugin here")
+@pytest.mark.parametrize(
+    ("path", "profiles"),
+    [
+        (COMPOSE, []),
+        (COMPOSE, ["sentinel", "flower", "init"]),
+        (ROOT / "infra" / "compose" / "workers.yml", []),
+    ],
+)
+def test_docker_compose_config_validates(path: Path, profiles: list[str]) -> None:
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither docker compose nor docker-compose: apt-get install docker-compose")
     env = {
         "POSTGRES_PASSWORD": "x",
         "CERTFLEET_CA_KEY_PASSPHRASE": "x" * 12,
         "CERTFLEET_DATA_KEY": "y" * 12,
-        "PATH": "/usr/bin:/bin",
+        "CERTFLEET_DATABASE_URL": "postgresql://certfleet:x@db.example:5432/certfleet",
+        "CERTFLEET_REDIS_URL": "redis://redis.example:6379/0",
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
     }
+    selected = [option for profile in profiles for option in ("--profile", profile)]
     result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        [*command, "-f", str(path), *selected, "config", "--quiet"],
         env=env,
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
+    broken = {k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"}
+    if path == COMPOSE:  # a missing secret is refused, not silently empty
+        refused = subprocess.run(
+            [*command, "-f", str(path), "config", "--quiet"],
+            env=broken,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr

@@ -4,6 +4,9 @@ schedule's own 0.2 s interval."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -79,3 +82,29 @@ def test_the_watchers_schedule_drives_sweep_renewal_notices_campaigns_and_crls()
         queue = contracts.QUEUE_EXPIRY if name in own else contracts.QUEUE_ISSUE
         assert entry["options"]["queue"] == queue
         assert 0 < entry["options"]["expires"] < entry["schedule"]
+
+
+def test_the_container_healthcheck_follows_the_lock(app: Celery) -> None:
+    """`python -m services.expiry_watcher.beat --check` (docker-compose's healthcheck) is
+    healthy while a beat holds the lock, active or standby, and not otherwise."""
+    env = {**os.environ, "CERTFLEET_REDIS_URL": app.conf.broker_url}
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.expiry_watcher.beat", "--check"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    idle = check()
+    assert idle.returncode == 1 and "no beat holds the schedule lock" in idle.stderr
+    scheduler = LockedScheduler(app=app)
+    try:
+        assert scheduler.acquire()
+        assert check().returncode == 0
+    finally:
+        scheduler.close()
+    assert check().returncode == 1

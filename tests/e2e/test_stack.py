@@ -116,6 +116,40 @@ def test_doctor_passes_on_the_running_stack(running: Running) -> None:
         assert checks[f"workers: {queue}"]["status"] == "ok", checks[f"workers: {queue}"]
 
 
+def test_the_readme_walkthrough_runs_as_written(running: Running, tmp_path: Path) -> None:
+    """The README's walkthrough block, run by bash with `set -euo pipefail` from a copy of the
+    repository's examples: every command there works as printed."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- walkthrough -->\n```sh\n", 1)[1].split("```", 1)[0]
+    assert block.count("certfleet ") >= 12
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    script = tmp_path / "walkthrough.sh"
+    script.write_text("set -euo pipefail\n" + block)
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        ["bash", str(script)],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            **running.env,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "CERTFLEET_TOKEN": running.token,
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    pfx = (tmp_path / "hq-mgmt01.pfx").read_bytes()
+    key, certificate, _ = pkcs12.load_key_and_certificates(pfx, b"a long export password")
+    assert key is not None and certificate is not None
+    assert "hq-mgmt01.hq.vms.nordbank.example" in certificate.subject.rfc4514_string()
+    assert x509.load_pem_x509_certificates((tmp_path / "certfleet-ca.pem").read_bytes())
+    assert "Import-Certificate" in result.stdout or "certutil" in result.stdout
+    assert "dry run" in result.stdout.lower() or "would" in result.stdout.lower()
+
+
 def test_init_saved_the_admin_token_privately(running: Running) -> None:
     token_file = running.var_dir / "admin.token"
     assert token_file.read_text().strip() == running.token

@@ -199,6 +199,19 @@ def authorities_certificate(ctx: click.Context, authority_id: int, out: Path | N
     save_or_print(client_of(ctx).request("GET", path).content, out)
 
 
+@authorities.command("crl")
+@click.argument("authority_id", type=int)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_context
+@friendly_errors
+def authorities_crl(ctx: click.Context, authority_id: int, out: Path) -> None:
+    """The CA's current CRL, DER (what its CRL distribution point serves)."""
+    out.write_bytes(
+        client_of(ctx).request("GET", f"/api/v1/authorities/{authority_id}/crl").content
+    )
+    click.echo(f"wrote {out}", err=True)
+
+
 # --- tokens ------------------------------------------------------------------------------
 
 

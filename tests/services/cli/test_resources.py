@@ -13,6 +13,7 @@ from cryptography import x509
 
 from services.cli.main import cli
 from tests.services.api.test_certificates import issue_all
+from tests.services.api.test_revocation import publish_crl
 from tests.services.cli.conftest import ServedApi
 
 
@@ -56,6 +57,13 @@ def test_authorities_tokens_and_the_trust_bundle(served: ServedApi, tmp_path: Pa
     served.cli("authorities", "certificate", str(root["id"]), "--out", str(pem))
     certificate = x509.load_pem_x509_certificate(pem.read_bytes())
     assert certificate.subject.rfc4514_string().endswith(root["name"])
+    crl_path = tmp_path / "root.crl"
+    unpublished = served.cli("authorities", "crl", str(root["id"]), "--out", str(crl_path))
+    assert unpublished.exit_code == 1 and "error:" in unpublished.output
+    assert publish_crl(served.harness, root["id"]) == 1
+    served.cli("authorities", "crl", str(root["id"]), "--out", str(crl_path))
+    crl = x509.load_der_x509_crl(crl_path.read_bytes())
+    assert crl.is_signature_valid(certificate.public_key())  # type: ignore[arg-type]
     bundle = tmp_path / "bundle.pem"
     served.cli("trust", "bundle", "--out", str(bundle))
     assert x509.load_pem_x509_certificates(bundle.read_bytes())[0] == certificate

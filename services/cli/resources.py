@@ -32,6 +32,14 @@ def lookup(client: ApiClient, kind: str, name_or_id: str) -> dict[str, Any]:
     return match[0]
 
 
+def delete(ctx: click.Context, kind: str, name_or_id: str) -> None:
+    """Delete a site or host named by name or ID."""
+    client = client_of(ctx)
+    found = lookup(client, kind, name_or_id)
+    client.request("DELETE", f"/api/v1/{kind}/{found['id']}")
+    click.echo(f"deleted {kind[:-1]} {found['name']}")
+
+
 def mute_until(hours: float) -> str | None:
     if hours <= 0:
         return None
@@ -76,10 +84,7 @@ def sites_show(ctx: click.Context, site: str) -> None:
 @click.pass_context
 @friendly_errors
 def sites_delete(ctx: click.Context, site: str) -> None:
-    client = client_of(ctx)
-    found = lookup(client, "sites", site)
-    client.request("DELETE", f"/api/v1/sites/{found['id']}")
-    click.echo(f"deleted site {found['name']}")
+    delete(ctx, "sites", site)
 
 
 @sites.command("mute")
@@ -129,10 +134,7 @@ def hosts_show(ctx: click.Context, host: str) -> None:
 @click.pass_context
 @friendly_errors
 def hosts_delete(ctx: click.Context, host: str) -> None:
-    client = client_of(ctx)
-    found = lookup(client, "hosts", host)
-    client.request("DELETE", f"/api/v1/hosts/{found['id']}")
-    click.echo(f"deleted host {found['name']}")
+    delete(ctx, "hosts", host)
 
 
 # --- authorities -------------------------------------------------------------------------

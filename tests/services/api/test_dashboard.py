@@ -29,9 +29,9 @@ def page(api: ApiHarness, path: str) -> str:
     return response.get_data(as_text=True)
 
 
-def fleet(api: ApiHarness) -> None:
+def fleet(api: ApiHarness) -> int:
     """The example inventory, four certificates issued, one due in 10 days, one expired, a
-    failed delivery at Aarhus, and a running campaign."""
+    failed delivery at Aarhus, and a running campaign over headquarters (its ID)."""
     api.apply_inventory()
     response = api.post(
         "/api/v1/issuance-requests/bulk", json={"requests": [{"host": h} for h in ISSUED]}
@@ -59,7 +59,9 @@ def fleet(api: ApiHarness) -> None:
         spec = campaigns.CampaignSpec(
             "spring renewal", campaigns.RENEW, {"sites": ["hq-copenhagen"]}
         )
-        campaigns.create(session, spec, actor="test", now=now)
+        campaign, _ = campaigns.create(session, spec, actor="test", now=now)
+        session.flush()
+        return campaign.id
 
 
 def test_sign_in_sets_a_strict_cookie_and_refuses_bad_tokens(api: ApiHarness) -> None:

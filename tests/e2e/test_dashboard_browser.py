@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from sqlalchemy import select, update
-from werkzeug.serving import make_server
 
-from infra.local import free_port
 from shared.clock import FixedClock
 from shared.db.models import CampaignItem
-from tests.services.api.conftest import ApiHarness, running_api
+from tests.services.api.conftest import ApiHarness, running_api, serving
 from tests.services.api.test_dashboard import fleet
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -38,16 +35,8 @@ RED = (0xB3, 0x26, 0x1E)  # overdue certificates and bad figures
 def served(sqlite_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[ApiHarness, str]]:
     """The real app on a real HTTP server (werkzeug, threaded) over SQLite and Redis."""
     clock = FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
-    with running_api(sqlite_url, redis_url, tmp_path, clock) as api:
-        port = free_port()
-        server = make_server("127.0.0.1", port, api.app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield api, f"http://127.0.0.1:{port}"
-        finally:
-            server.shutdown()
-            thread.join(10)
+    with running_api(sqlite_url, redis_url, tmp_path, clock) as api, serving(api.app) as url:
+        yield api, url
 
 
 def test_dashboard_in_headless_chromium(served: tuple[ApiHarness, str], tmp_path: Path) -> None:

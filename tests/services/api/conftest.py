@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from werkzeug.serving import make_server
 
 from services.api.app import create_app
 from services.cli import admin
@@ -140,6 +142,20 @@ def running_api(
         queue.flushdb()
         queue.close()
         db.dispose()
+
+
+@contextlib.contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """`app` on a real HTTP server (werkzeug, threaded) on a free loopback port; its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
 
 
 @pytest.fixture

@@ -3,16 +3,14 @@ HTTP on loopback, for CLI commands that talk to it through requests."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner, Result
-from werkzeug.serving import make_server
 
 from services.cli.main import cli
-from tests.services.api.conftest import ApiHarness, api  # noqa: F401 (the fixture)
+from tests.services.api.conftest import ApiHarness, api, serving  # noqa: F401 (the fixture)
 
 
 @dataclass
@@ -28,12 +26,5 @@ class ServedApi:
 
 @pytest.fixture
 def served(api: ApiHarness) -> Iterator[ServedApi]:  # noqa: F811
-    server = make_server("127.0.0.1", 0, api.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
-    thread.start()
-    try:
-        yield ServedApi(api, f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving(api.app) as url:
+        yield ServedApi(api, url)

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -41,13 +41,26 @@ def client_host_ids(session: Session) -> list[int]:
     return [row.id for row in session.execute(select(Host.id, Host.roles)) if "client" in row.roles]
 
 
+NO_METHOD = "none"  # a host whose certificates certfleet does not deliver
+
+
 def method_of(host: Host) -> str:
     return method_in(host.delivery)
 
 
 def method_in(delivery: dict[str, Any] | None) -> str:
-    """The method a host's delivery settings name ("none" when unset)."""
-    return str((delivery or {}).get("method", "none"))
+    """The method a host's delivery settings name (NO_METHOD when unset)."""
+    return str((delivery or {}).get("method", NO_METHOD))
+
+
+def has_method(delivery: dict[str, Any] | None) -> bool:
+    """Whether certfleet delivers to a host with these delivery settings."""
+    return method_in(delivery) != NO_METHOD
+
+
+def method_column() -> ColumnElement[str]:
+    """method_in() in SQL, for filters that must run in the database."""
+    return func.coalesce(Host.delivery["method"].as_string(), NO_METHOD)
 
 
 def _record(
@@ -82,7 +95,7 @@ def plan_certificates(
     wanted = [
         (certificate_id, host_id, method)
         for certificate_id, host_id, delivery in candidates
-        if (method := method_in(delivery)) != "none"
+        if (method := method_in(delivery)) != NO_METHOD
     ]
     if not wanted:
         return []
@@ -131,7 +144,7 @@ def plan_trust(
     planned: list[int] = []
     for host in hosts:
         method = method_of(host)
-        if "client" not in host.roles or method == "none":
+        if "client" not in host.roles or method == NO_METHOD:
             continue
         exists = session.scalar(
             select(Delivery.id).where(

@@ -55,7 +55,7 @@ from shared.db.models import (
     Site,
 )
 from shared.db.session import Database
-from shared.deliveries import MAX_PROBES, client_host_ids, method_in
+from shared.deliveries import MAX_PROBES, client_host_ids, has_method
 from shared.errors import CertfleetError
 from shared.issuance import issue_messages, renewal_requests
 from shared.renewal import Candidate, MaintenanceWindow, choose_batch
@@ -135,7 +135,7 @@ def _progress(session: Session, campaign: Campaign, now: dt.datetime) -> int:
     if not rows:
         return 0
     items = [item for item, _ in rows]
-    delivered = {item.id for item, delivery in rows if method_in(delivery) != "none"}
+    delivered = {item.id for item, delivery in rows if has_method(delivery)}
     requests = {
         r.id: r
         for r in session.scalars(

@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import contracts, deliveries
@@ -159,7 +159,6 @@ def _unplanned_certificates(session: Session, before: dt.datetime, limit: int) -
     """Active certificates with no delivery at all although their host has a method. The
     method is tested in SQL: filtered afterwards, the first `limit` certificates of hosts
     without one would hide every later one that has one."""
-    method = func.coalesce(Host.delivery["method"].as_string(), "none")
     return list(
         session.scalars(
             select(Certificate.id)
@@ -169,7 +168,7 @@ def _unplanned_certificates(session: Session, before: dt.datetime, limit: int) -
                 Certificate.status == "active",
                 Certificate.created_at < before,
                 Delivery.id.is_(None),
-                method != "none",
+                deliveries.method_column() != deliveries.NO_METHOD,
             )
             .order_by(Certificate.id)
             .limit(limit)

@@ -187,7 +187,7 @@ def sign_request(
         host.site_id,
         certificate,
         _certificate_row(request, certificate, sealed),
-        delivered=deliveries.method_in(host.delivery) != "none",
+        delivered=deliveries.has_method(host.delivery),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -18,11 +18,12 @@ from services.api.agent.schemas import (
     EnrollmentTokenOutSchema,
     EnrollOutSchema,
 )
-from services.api.auth import principal, requires, requires_agent
+from services.api.auth import failure_limiter, principal, requires, requires_agent
 from services.api.common import publish_issuance
 from services.api.context import runtime
 from services.api.hosts.service import host_by_name
 from shared import contracts, deliveries
+from shared.errors import Unauthorized
 
 blp = Blueprint("agent", __name__, url_prefix="/api/v1/agent", description="Host agents")
 
@@ -49,9 +50,18 @@ def create_enrollment_token(data: dict[str, Any]) -> dict[str, Any]:
 @blp.arguments(EnrollInSchema)
 @blp.response(201, EnrollOutSchema)
 def enroll(data: dict[str, Any]) -> dict[str, Any]:
+    """Enrolment tokens are secrets like API tokens: a wrong one counts against the client's
+    address, and a locked-out address gets 429 (services.api.limits)."""
     rt = runtime()
     session = rt.session()
-    enrolled = service.enroll(session, data["enrollment_token"], data["csr"], rt.clock.now())
+    limiter = failure_limiter(rt)
+    address = request.remote_addr or "unknown"
+    limiter.check(address)
+    try:
+        enrolled = service.enroll(session, data["enrollment_token"], data["csr"], rt.clock.now())
+    except Unauthorized:
+        limiter.failed(address)
+        raise
     session.commit()
     publish_issuance([enrolled.request])
     return {

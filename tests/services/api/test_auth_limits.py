@@ -12,8 +12,10 @@ from services.api.app import create_app
 from services.api.limits import KEY_PREFIX
 from shared.errors import ConfigError
 from shared.settings import Settings
+from tests import factories
 from tests.ports import free_port
 from tests.services.api.conftest import ApiHarness
+from tests.services.api.test_agent import agent_csr, enrollment_token
 
 SITES = "/api/v1/sites"
 BAD = "cf_not-a-real-token"
@@ -103,3 +105,26 @@ def test_the_limit_and_window_come_from_the_environment() -> None:
     for name, value in (("AUTH_FAIL_LIMIT", "0"), ("AUTH_FAIL_WINDOW", "soon")):
         with pytest.raises(ConfigError, match=f"CERTFLEET_{name}"):
             Settings.from_env({f"CERTFLEET_{name}": value})
+
+
+def test_wrong_enrolment_tokens_count_against_the_address(api: ApiHarness) -> None:
+    """An enrolment token is a secret too: guessing it locks the address out like a bad bearer
+    token does, and a locked-out address cannot enrol even with a valid one."""
+    api.apply_inventory()
+    app = limited(api)
+    csr = agent_csr(factories.rsa_key())
+
+    def enrol(secret: str, address: str) -> int:
+        response = app.post(
+            "/api/v1/agent/enroll",
+            token="",
+            json={"enrollment_token": secret, "csr": csr},
+            environ_base={"REMOTE_ADDR": address},
+        )
+        return int(response.status_code)
+
+    assert [enrol("cfe_guess", "10.0.9.1") for _ in range(3)] == [401, 401, 401]
+    valid = enrollment_token(api, "aar-rec01")
+    assert enrol(valid, "10.0.9.1") == 429
+    assert status(app, "10.0.9.1") == 429  # the same count as bearer tokens
+    assert enrol(valid, "10.0.9.2") == 201

@@ -7,7 +7,8 @@ scans run in a child process of their own, whose peak RSS (VmHWM) is the figure:
   due_certificates (timed alone first) and stores the chosen renewal requests;
 - notices: services.expiry_watcher.notifications.due_notices with the watcher's limit
   (DEFAULT_LIMIT, as scan() calls it); and, in a second child, a full pass (no limit) that
-  shows what planning every due notice at once costs."""
+  shows what planning every due notice at once costs;
+- operator reads, in a third child: one /metrics scrape and the dashboard's overview."""
 
 from __future__ import annotations
 
@@ -78,6 +79,43 @@ def _full_notice_pass(db_url: str) -> dict[str, Any]:
     return {"notices": len(planned), "seconds": seconds, "peak_rss_mb": vm_hwm_mb()}
 
 
+def _operator_reads(db_url: str) -> dict[str, Any]:
+    """What an operator's tools read from the same table: one /metrics scrape (rendered to
+    Prometheus' text) and the dashboard's overview, for an admin."""
+    import redis
+    from prometheus_client import generate_latest
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from services.api.auth import Principal
+    from services.api.dashboard import service as dashboard
+    from services.api.metrics import service as metrics
+    from shared.db.session import Database
+    from shared.settings import Settings
+
+    db = Database(db_url)
+    now = SystemClock().now()
+    # No Redis runs here: the queue depths are left out, as /metrics does without Redis.
+    gone = redis.Redis(port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    out: dict[str, Any] = {}
+    with db.session() as session:
+        t = time.perf_counter()
+        text = generate_latest(metrics.snapshot(session, gone, now, Settings().metrics_leaf_cap))
+        out["metrics_s"] = time.perf_counter() - t
+        out["metrics_bytes"] = len(text)
+    admin = Principal(0, "bench", "admin", None)
+    with db.session() as session:
+        t = time.perf_counter()
+        sites = dashboard.sites(session, admin, now)
+        timeline = dashboard.timeline(session, admin, now)
+        out["overview_s"] = time.perf_counter() - t
+        out["overview_sites"] = len(sites)
+        out["timeline_certificates"] = sum(timeline.weeks) + timeline.overdue
+    out["peak_rss_mb"] = vm_hwm_mb()
+    db.dispose()
+    return out
+
+
 def in_child(function: Any, *args: Any) -> dict[str, Any]:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         result: dict[str, Any] = pool.apply(function, args)
@@ -90,6 +128,7 @@ class ScanResult:
     load_seconds: float
     scans: dict[str, Any]
     full_pass: dict[str, Any]
+    operator: dict[str, Any]
 
     @property
     def seconds(self) -> float:
@@ -110,7 +149,8 @@ def expiry_scan(work: Path, rows: int, *, ca_bits: int) -> ScanResult:
         load_seconds = time.perf_counter() - started
         scans = in_child(_watcher_scans, db_url)
         full = in_child(_full_notice_pass, db_url)
-    return ScanResult(count, load_seconds, scans, full)
+        operator = in_child(_operator_reads, db_url)
+    return ScanResult(count, load_seconds, scans, full, operator)
 
 
 def _add_channel(db_url: str) -> None:

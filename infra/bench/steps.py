@@ -162,6 +162,18 @@ def step_scan(ctx: Context) -> None:
             Figure(
                 f"scan_{rows}_full_rss", "  full notice pass: peak RSS", full["peak_rss_mb"], MiB
             ),
+            Figure(
+                f"metrics_{rows}_s",
+                f"  /metrics scrape, {rows:,} certs",
+                result.operator["metrics_s"],
+                "s",
+            ),
+            Figure(
+                f"overview_{rows}_s",
+                f"  dashboard overview, {rows:,} certs",
+                result.operator["overview_s"],
+                "s",
+            ),
         )
     ctx.report.details["scan"] = details
 

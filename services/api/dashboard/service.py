@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Integer, and_, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from services.api.auth import Principal
@@ -22,6 +22,7 @@ from shared.db.models import (
     Host,
     Site,
 )
+from shared.db.types import UTCDateTime
 
 EXPIRING_DAYS = 30
 TIMELINE_WEEKS = 52
@@ -133,21 +134,32 @@ def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
 
 
 def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
-    """Active certificates per week over the next TIMELINE_WEEKS weeks, and the CAs' expiry."""
+    """Active certificates per week over the next TIMELINE_WEEKS weeks, and the CAs' expiry.
+    The weeks are counted in the database: a fleet of 250,000 certificates due within the
+    year is one grouped query, not 250,000 rows read."""
     site_ids = readable_site_ids(session, who)
     end = now + WEEK * TIMELINE_WEEKS
-    query = (
-        select(Certificate.not_after)
+    week = _week_of(session.get_bind().dialect.name, now).label("week")
+    per_week = (
+        select(week, func.count())
+        .select_from(Certificate)
         .join(Host, Certificate.host_id == Host.id)
-        .where(Certificate.status == "active", Certificate.not_after < end)
+        .where(
+            Certificate.status == "active",
+            Certificate.not_after > now,
+            Certificate.not_after < end,
+        )
+        .group_by(week)
+    )
+    overdue = (
+        select(func.count())
+        .select_from(Certificate)
+        .join(Host, Certificate.host_id == Host.id)
+        .where(Certificate.status == "active", Certificate.not_after <= now)
     )
     weeks = [0] * TIMELINE_WEEKS
-    overdue = 0
-    for (not_after,) in session.execute(_scoped(query, Host.site_id, site_ids)):
-        if not_after <= now:
-            overdue += 1
-        else:
-            weeks[int((not_after - now) / WEEK)] += 1
+    for index, number in session.execute(_scoped(per_week, Host.site_id, site_ids)):
+        weeks[min(int(index), TIMELINE_WEEKS - 1)] += number
     cas = [
         CaMark(name, not_after, int((not_after - now) / WEEK) if not_after < end else None)
         for name, not_after in session.execute(
@@ -157,7 +169,20 @@ def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
         )
         if not_after is not None
     ]
-    return Timeline(now, weeks, overdue, cas)
+    overdue_count = session.scalar(_scoped(overdue, Host.site_id, site_ids)) or 0
+    return Timeline(now, weeks, int(overdue_count), cas)
+
+
+def _week_of(dialect: str, now: dt.datetime) -> Any:
+    """The whole weeks from `now` to a certificate's not_after (a future one: truncating is
+    then flooring), in the database's own date arithmetic."""
+    if dialect == "postgresql":
+        seconds = func.extract("epoch", Certificate.not_after - literal(now, UTCDateTime()))
+        return cast(func.floor(seconds / WEEK.total_seconds()), Integer)
+    # SQLite keeps naive UTC text (shared.db.types.UTCDateTime): julianday() reads it.
+    start = now.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+    days = func.julianday(Certificate.not_after) - func.julianday(start)
+    return cast(days / 7, Integer)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ def fleet(api: ApiHarness) -> int:
         )
         certificates = {host: cert for cert, host in rows}
         certificates["hq-rec01"].not_after = now + dt.timedelta(days=10)
+        certificates["hq-mgmt01"].not_after = now + dt.timedelta(days=100, hours=1)
         certificates["sto-rec01"].not_after = now - dt.timedelta(days=1)
         session.add(
             Delivery(
@@ -109,9 +110,9 @@ def test_overview_shows_sites_timeline_campaigns_and_audit(api: ApiHarness) -> N
     assert table["branch-aarhus"][1:] == ["2", "1", "0", "0", "0", "0", "1"]
     assert table["branch-stockholm"][1:] == ["2", "1", "1", "1", "0", "0", "0"]
     weeks = [int(c) for c in re.findall(r'class="week" data-week="\d+" data-count="(\d+)"', html)]
-    # hq-rec01 (due in 10 days) in the second week; sto-rec01 (expired) as overdue; the
-    # others, valid for 397 days, beyond the year.
-    assert len(weeks) == 52 and weeks[1] == 1 and sum(weeks) == 1
+    # hq-rec01 (due in 10 days) in the second week, hq-mgmt01 (100 days) in the 15th;
+    # sto-rec01 (expired) as overdue; aar-rec01, valid for 397 days, beyond the year.
+    assert len(weeks) == 52 and weeks[1] == 1 and weeks[14] == 1 and sum(weeks) == 2
     assert re.search(r'class="overdue"[^>]*><title>1 already expired', html)
     with api.db.sessions() as session:
         [authority] = session.scalars(select(Authority)).all()

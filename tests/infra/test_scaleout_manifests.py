@@ -125,3 +125,33 @@ def test_worker_host_compose_runs_only_workers_against_given_urls() -> None:
     assert services["issuer"]["build"]["dockerfile"] == "infra/Dockerfile"
     assert (WORKERS.parent / services["issuer"]["build"]["context"]).resolve() == ROOT
     assert "USER 10001" in dockerfile.read_text()  # numeric, so runAsNonRoot can verify it
+
+
+def test_workers_and_beat_have_liveness_probes_that_ask_themselves(
+    resources: list[dict[str, Any]],
+) -> None:
+    """Each worker pod pings its own Celery node (the name its --hostname gives it); each beat
+    pod asks whether some beat holds the schedule lock."""
+    deployments = {d["metadata"]["name"]: d for d in resources if d["kind"] == "Deployment"}
+    for name, module in (
+        ("certfleet-issuer", "services.issuer.tasks"),
+        ("certfleet-distributor", "services.distributor.tasks"),
+        ("certfleet-expiry-watcher", "services.expiry_watcher.tasks"),
+    ):
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        command = container["command"]
+        node = command[command.index("--hostname") + 1] if "--hostname" in command else "celery@%h"
+        expected = node.replace("$(POD_NAME)", "$POD_NAME").replace("%h", "$HOSTNAME")
+        probe = container["livenessProbe"]["exec"]["command"]
+        assert probe[:2] == ["sh", "-c"], name
+        assert probe[2] == (
+            f"exec celery -A {module} inspect ping --timeout 10 --destination {expected}"
+        ), name
+        assert command[command.index("-A") + 1] == module
+    beat = deployments["certfleet-beat"]["spec"]["template"]["spec"]["containers"][0]
+    assert beat["livenessProbe"]["exec"]["command"] == [
+        "python",
+        "-m",
+        "services.expiry_watcher.beat",
+        "--check",
+    ]

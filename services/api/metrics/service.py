@@ -27,6 +27,7 @@ from shared.db.models import (
     CERTIFICATE_STATUSES,
     DELIVERY_KINDS,
     DELIVERY_STATUSES,
+    PROBE_STATES,
     REQUEST_STATUSES,
     Authority,
     Campaign,
@@ -84,6 +85,7 @@ def snapshot(session: Session, client: redis.Redis, now: dt.datetime, leaf_cap: 
                 CAMPAIGN_STATUSES,
             ),
             deliveries(session),
+            probes(session),
             queue_depths(client),
             *task_metrics(session),
         ]
@@ -177,6 +179,29 @@ def deliveries(session: Session) -> Metric:
     for kind in DELIVERY_KINDS:
         for status in DELIVERY_STATUSES:
             family.add_metric([kind, status], found.get((kind, status), 0))
+    return family
+
+
+def probes(session: Session) -> Metric:
+    """What the hosts' TLS endpoints present, for the deliveries of certificates still in
+    use: `mismatch` is a certificate renewed but not bound."""
+    found = dict.fromkeys(PROBE_STATES, 0)
+    rows = session.execute(
+        select(Delivery.probe_state, func.count())
+        .join(Certificate, Delivery.certificate_id == Certificate.id)
+        .where(Delivery.kind == "certificate", Certificate.status == "active")
+        .group_by(Delivery.probe_state)
+    )
+    for state, count in rows:
+        found[state] = count
+    family = GaugeMetricFamily(
+        "certfleet_certificate_probes",
+        "Deliveries of active certificates by what the host presents (mismatch: renewed"
+        " but not bound; unreachable; match; none: nothing to probe; unprobed: not yet)",
+        labels=["state"],
+    )
+    for state, count in found.items():
+        family.add_metric([state], count)
     return family
 
 

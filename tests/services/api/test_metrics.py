@@ -22,7 +22,7 @@ from sqlalchemy import select
 from infra.local import free_port
 from shared import taskstats
 from shared.contracts import TASK_SWEEP
-from shared.db.models import Authority, Certificate
+from shared.db.models import Authority, Certificate, Delivery
 from tests.services.api.conftest import ApiHarness
 
 INFRA = Path(__file__).parents[3] / "infra"
@@ -188,3 +188,30 @@ def test_grafana_dashboard_and_alerts_use_only_metrics_that_exist(api: ApiHarnes
     config = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
     [job] = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics" and job["authorization"]["type"] == "Bearer"
+
+
+def test_probes_count_renewed_but_not_bound_for_certificates_in_use(api: ApiHarness) -> None:
+    api.apply_inventory()
+    issue(api, ["hq-rec01", "hq-rec02", "aar-rec01"])
+    with api.db.session() as session:
+        certificates = session.scalars(select(Certificate).order_by(Certificate.id)).all()
+        states = ("mismatch", "match", "mismatch")
+        for certificate, state in zip(certificates, states, strict=True):
+            session.add(
+                Delivery(
+                    host_id=certificate.host_id,
+                    kind="certificate",
+                    certificate_id=certificate.id,
+                    method="agent",
+                    status="installed" if state == "mismatch" else "verified",
+                    probe_state=state,
+                )
+            )
+        certificates[2].status = "superseded"  # its host has moved on: not counted
+    metrics = scrape(api)
+    probes = {s.labels["state"]: s.value for s in metrics["certfleet_certificate_probes"]}
+    assert probes == {"unprobed": 0, "none": 0, "match": 1, "mismatch": 1, "unreachable": 0}
+    deliveries = metrics["certfleet_deliveries"]
+    name = "certfleet_deliveries"
+    assert values(deliveries, name, kind="certificate", status="installed") == [2]
+    assert values(deliveries, name, kind="certificate", status="verified") == [1]

@@ -146,16 +146,22 @@ def campaigns() -> Response:
 def hosts() -> Response:
     rt = runtime()
     site = request.args.get("site") or None
+    problem = (
+        request.args.get("problem") if request.args.get("problem") in service.PROBLEMS else None
+    )
     after = request.args.get("after", "0")
+    now = rt.clock.now()
     rows, next_after = service.hosts(
-        rt.session(), reader(), site, int(after) if after.isdigit() else 0
+        rt.session(), reader(), site, int(after) if after.isdigit() else 0, problem, now
     )
     return _page(
         "dashboard/hosts.html",
         who=reader(),
-        now=rt.clock.now(),
+        now=now,
         rows=rows,
         site=site,
+        problem=problem,
+        problems=service.PROBLEMS,
         next_after=next_after,
     )
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, and_, cast, func, literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Integer, and_, cast, exists, func, literal, select
+from sqlalchemy.orm import Session, aliased
 
 from services.api.auth import Principal
 from shared.campaigns import counts as campaign_counts
@@ -193,11 +193,47 @@ class HostRow:
     delivery: Delivery | None
 
 
+# The hosts page's filters: what an operator looks for first.
+PROBLEMS = {
+    "no-certificate": "without an active certificate",
+    "expiring": f"whose certificate expires within {EXPIRING_DAYS} days",
+    "delivery-failed": "whose latest delivery failed",
+    "not-bound": "renewed but not bound (the endpoint presents another certificate)",
+}
+
+
+def _problem(problem: str, now: dt.datetime) -> ColumnElement[bool]:
+    """A filter on Host for one of PROBLEMS, evaluated in the database."""
+    active = and_(Certificate.host_id == Host.id, Certificate.status == "active")
+    if problem == "no-certificate":
+        return ~exists().where(active)
+    if problem == "expiring":
+        soon = now + dt.timedelta(days=EXPIRING_DAYS)
+        return exists().where(active, Certificate.not_after <= soon)
+    newer = aliased(Delivery)
+    latest = (
+        select(func.max(newer.id))
+        .where(newer.host_id == Host.id, newer.kind == "certificate")
+        .correlate(Host)  # the hosts row of the page's query, two levels up
+        .scalar_subquery()
+    )
+    condition = Delivery.status == "failed"
+    if problem == "not-bound":
+        condition = Delivery.probe_state == "mismatch"
+    return exists().where(Delivery.id == latest, condition)
+
+
 def hosts(
-    session: Session, who: Principal, site: str | None, after_id: int
+    session: Session,
+    who: Principal,
+    site: str | None,
+    after_id: int,
+    problem: str | None = None,
+    now: dt.datetime | None = None,
 ) -> tuple[list[HostRow], int | None]:
     """A page of hosts, each with its active certificate and the latest delivery of a
-    certificate to it (its delivery and verification state); the next page's `after_id`."""
+    certificate to it (its delivery and verification state); the next page's `after_id`.
+    `problem` (one of PROBLEMS) keeps only the hosts that have it."""
     site_ids = readable_site_ids(session, who)
     query = (
         select(Host, Site.name)
@@ -208,6 +244,8 @@ def hosts(
     )
     if site:
         query = query.where(Site.name == site)
+    if problem in PROBLEMS:
+        query = query.where(_problem(problem, now or dt.datetime.now(dt.UTC)))
     found = [(host, name) for host, name in session.execute(_scoped(query, Host.site_id, site_ids))]
     page, more = found[:HOSTS_PER_PAGE], len(found) > HOSTS_PER_PAGE
     host_ids = [h.id for h, _ in page]

@@ -162,3 +162,38 @@ def cells(html: str) -> dict[str, list[str]]:
         if texts:
             rows[texts[0]] = texts[1:]
     return rows
+
+
+def test_hosts_filtered_by_the_problem_an_operator_looks_for(api: ApiHarness) -> None:
+    fleet(api)
+    with api.db.session() as session:  # hq-mgmt01's new certificate is installed, not bound
+        host_id, certificate_id = session.execute(
+            select(Host.id, Certificate.id)
+            .join(Certificate, Certificate.host_id == Host.id)
+            .where(Host.name == "hq-mgmt01")
+        ).one()
+        session.add(
+            Delivery(
+                host_id=host_id,
+                kind="certificate",
+                certificate_id=certificate_id,
+                method="agent",
+                status="installed",
+                probe_state="mismatch",
+            )
+        )
+    sign_in(api, api.token("auditor"))
+
+    def shown(query: str) -> set[str]:
+        html = page(api, f"/dashboard/hosts{query}")
+        return set(re.findall(r'<tr data-host="([\w-]+)">', html))
+
+    assert shown("?problem=expiring") == {"hq-rec01", "sto-rec01"}  # 10 days; expired
+    assert shown("?problem=delivery-failed") == {"aar-rec01"}
+    assert shown("?problem=not-bound") == {"hq-mgmt01"}
+    unissued = {"hq-event01", "hq-mobile01", "hq-rec02", "hq-recfo01", "hq-ops-client01"}
+    assert shown("?problem=no-certificate") == unissued | {"aar-rec02", "sto-rec02"}
+    assert shown("?problem=no-certificate&site=branch-aarhus") == {"aar-rec02"}
+    assert len(shown("?problem=nonsense")) == 11  # an unknown filter shows every host
+    overview = page(api, "/dashboard/")
+    assert "/dashboard/hosts?problem=expiring" in overview

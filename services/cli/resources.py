@@ -208,10 +208,9 @@ def authorities_certificate(ctx: click.Context, authority_id: int, out: Path | N
 @friendly_errors
 def authorities_crl(ctx: click.Context, authority_id: int, out: Path) -> None:
     """The CA's current CRL, DER (what its CRL distribution point serves)."""
-    out.write_bytes(
-        client_of(ctx).request("GET", f"/api/v1/authorities/{authority_id}/crl").content
+    save_or_print(
+        client_of(ctx).request("GET", f"/api/v1/authorities/{authority_id}/crl").content, out
     )
-    click.echo(f"wrote {out}", err=True)
 
 
 # --- tokens ------------------------------------------------------------------------------

@@ -44,6 +44,11 @@ class Principal:
     def actor(self) -> str:
         return f"token:{self.token_id}:{self.name}"
 
+    @property
+    def scoped_site_id(self) -> int | None:
+        """The one site an operator token is scoped to; None: it reads every site."""
+        return self.site_id if self.role == "operator" else None
+
     def can_read_site(self, site_id: int | None) -> bool:
         if self.role == "agent":
             return False

@@ -40,12 +40,12 @@ def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[An
         .order_by(Certificate.id)
         .limit(args["limit"] + 1)
     )
-    if args["site"] or (who.role == "operator" and who.site_id is not None):
+    if args["site"] or who.scoped_site_id is not None:
         query = query.join(Host, Host.id == Certificate.host_id)
         if args["site"]:
             query = query.join(Site, Site.id == Host.site_id).where(Site.name == args["site"])
-        if who.role == "operator" and who.site_id is not None:
-            query = query.where(Host.site_id == who.site_id)
+        if who.scoped_site_id is not None:
+            query = query.where(Host.site_id == who.scoped_site_id)
     if args["host"]:
         query = query.where(
             Certificate.host_id

@@ -70,20 +70,14 @@ class Timeline:
         return max([*self.weeks, self.overdue, 1])
 
 
-def readable_site_ids(session: Session, who: Principal) -> list[int] | None:
-    """The sites a reader may see; None: all of them."""
-    if who.role == "operator" and who.site_id is not None:
-        return [who.site_id]
-    return None
-
-
-def _scoped(query: Any, column: Any, site_ids: list[int] | None) -> Any:
-    """`query` limited to the reader's sites (typed Any: a Select of any columns)."""
-    return query if site_ids is None else query.where(column.in_(site_ids))
+def _scoped(query: Any, column: Any, who: Principal) -> Any:
+    """`query` limited to the reader's site, for an operator scoped to one (typed Any: a
+    Select of any columns)."""
+    site_id = who.scoped_site_id
+    return query if site_id is None else query.where(column == site_id)
 
 
 def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
-    site_ids = readable_site_ids(session, who)
     rows = {
         site.id: SiteRow(site.name, authority)
         for site, authority in session.execute(
@@ -92,12 +86,12 @@ def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
                 .join(Authority, Site.authority_id == Authority.id)
                 .order_by(Site.name),
                 Site.id,
-                site_ids,
+                who,
             )
         )
     }
     for site_id, number in session.execute(
-        _scoped(select(Host.site_id, func.count()).group_by(Host.site_id), Host.site_id, site_ids)
+        _scoped(select(Host.site_id, func.count()).group_by(Host.site_id), Host.site_id, who)
     ):
         rows[site_id].hosts = number
     active = Certificate.status == "active"
@@ -115,7 +109,7 @@ def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
         .group_by(Host.site_id, Certificate.status)
     )
     for site_id, status, number, expiring, expired in session.execute(
-        _scoped(certificate_counts, Host.site_id, site_ids)
+        _scoped(certificate_counts, Host.site_id, who)
     ):
         row = rows[site_id]
         row.by_status[status] = number
@@ -128,7 +122,7 @@ def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
         .where(Delivery.status == "failed")
         .group_by(Host.site_id)
     )
-    for site_id, number in session.execute(_scoped(failed, Host.site_id, site_ids)):
+    for site_id, number in session.execute(_scoped(failed, Host.site_id, who)):
         rows[site_id].failed_deliveries = number
     return list(rows.values())
 
@@ -137,7 +131,6 @@ def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
     """Active certificates per week over the next TIMELINE_WEEKS weeks, and the CAs' expiry.
     The weeks are counted in the database: a fleet of 250,000 certificates due within the
     year is one grouped query, not 250,000 rows read."""
-    site_ids = readable_site_ids(session, who)
     end = now + WEEK * TIMELINE_WEEKS
     week = _week_of(session.get_bind().dialect.name, now).label("week")
     per_week = (
@@ -158,7 +151,7 @@ def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
         .where(Certificate.status == "active", Certificate.not_after <= now)
     )
     weeks = [0] * TIMELINE_WEEKS
-    for index, number in session.execute(_scoped(per_week, Host.site_id, site_ids)):
+    for index, number in session.execute(_scoped(per_week, Host.site_id, who)):
         weeks[min(int(index), TIMELINE_WEEKS - 1)] += number
     cas = [
         CaMark(name, not_after, int((not_after - now) / WEEK) if not_after < end else None)
@@ -169,7 +162,7 @@ def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
         )
         if not_after is not None
     ]
-    overdue_count = session.scalar(_scoped(overdue, Host.site_id, site_ids)) or 0
+    overdue_count = session.scalar(_scoped(overdue, Host.site_id, who)) or 0
     return Timeline(now, weeks, int(overdue_count), cas)
 
 
@@ -234,7 +227,6 @@ def hosts(
     """A page of hosts, each with its active certificate and the latest delivery of a
     certificate to it (its delivery and verification state); the next page's `after_id`.
     `problem` (one of PROBLEMS) keeps only the hosts that have it."""
-    site_ids = readable_site_ids(session, who)
     query = (
         select(Host, Site.name)
         .join(Site, Host.site_id == Site.id)
@@ -246,7 +238,7 @@ def hosts(
         query = query.where(Site.name == site)
     if problem in PROBLEMS:
         query = query.where(_problem(problem, now or dt.datetime.now(dt.UTC)))
-    found = [(host, name) for host, name in session.execute(_scoped(query, Host.site_id, site_ids))]
+    found = [(host, name) for host, name in session.execute(_scoped(query, Host.site_id, who))]
     page, more = found[:HOSTS_PER_PAGE], len(found) > HOSTS_PER_PAGE
     host_ids = [h.id for h, _ in page]
     certificates = {
@@ -300,5 +292,4 @@ def events(session: Session, who: Principal, before_id: int, limit: int) -> list
     query = select(Event).order_by(Event.id.desc()).limit(limit)
     if before_id:
         query = query.where(Event.id < before_id)
-    site_ids = readable_site_ids(session, who)
-    return list(session.scalars(_scoped(query, Event.site_id, site_ids)))
+    return list(session.scalars(_scoped(query, Event.site_id, who)))

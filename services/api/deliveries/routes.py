@@ -47,7 +47,7 @@ class Deliveries(MethodView):
         if args["certificate"]:
             query = query.where(Delivery.certificate_id == args["certificate"])
         who = principal()
-        if who.role == "operator" and who.site_id is not None:
-            query = query.where(Host.site_id == who.site_id)
+        if who.scoped_site_id is not None:
+            query = query.where(Host.site_id == who.scoped_site_id)
         items, cursor = page_of(list(runtime().session().scalars(query)), args["limit"])
         return {"items": items, "next_cursor": cursor}

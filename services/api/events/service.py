@@ -24,8 +24,8 @@ def list_query(
     query = select(Event).order_by(Event.id.desc()).limit(args["limit"] + 1)
     if before_id:
         query = query.where(Event.id < before_id)
-    if who.role == "operator" and who.site_id is not None:
-        query = query.where(Event.site_id == who.site_id)
+    if who.scoped_site_id is not None:
+        query = query.where(Event.site_id == who.scoped_site_id)
     for name, model, column in (("site", Site, Event.site_id), ("host", Host, Event.host_id)):
         if args[name] is not None:
             row = find_by_name(session, model, args[name])

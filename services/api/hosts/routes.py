@@ -45,8 +45,8 @@ class Hosts(MethodView):
         if args["name"]:
             query = query.where(Host.name == args["name"])
         who = principal()
-        if who.role == "operator" and who.site_id is not None:
-            query = query.where(Host.site_id == who.site_id)
+        if who.scoped_site_id is not None:
+            query = query.where(Host.site_id == who.scoped_site_id)
         items, cursor = page_of(list(runtime().session().scalars(query)), args["limit"])
         return {"items": items, "next_cursor": cursor}
 

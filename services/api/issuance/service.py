@@ -89,9 +89,9 @@ def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[An
         query = query.where(IssuanceRequest.id.in_(args["ids"]))
     if args["status"]:
         query = query.where(IssuanceRequest.status == args["status"])
-    if who.role == "operator" and who.site_id is not None:
+    if who.scoped_site_id is not None:
         query = query.join(Host, Host.id == IssuanceRequest.host_id).where(
-            Host.site_id == who.site_id
+            Host.site_id == who.scoped_site_id
         )
     return query
 

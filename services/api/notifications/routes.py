@@ -44,11 +44,11 @@ class Channels(MethodView):
     def get(self) -> list[NotificationChannel]:
         query = select(NotificationChannel).order_by(NotificationChannel.id)
         who = principal()
-        if who.role == "operator" and who.site_id is not None:
+        if who.scoped_site_id is not None:
             query = query.where(
                 or_(
                     NotificationChannel.site_id.is_(None),
-                    NotificationChannel.site_id == who.site_id,
+                    NotificationChannel.site_id == who.scoped_site_id,
                 )
             )
         return list(runtime().session().scalars(query))

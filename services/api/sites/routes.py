@@ -28,8 +28,8 @@ class Sites(MethodView):
         if args["name"]:
             query = query.where(Site.name == args["name"])
         who = principal()
-        if who.role == "operator" and who.site_id is not None:
-            query = query.where(Site.id == who.site_id)
+        if who.scoped_site_id is not None:
+            query = query.where(Site.id == who.scoped_site_id)
         return list(runtime().session().scalars(query))
 
     @requires("admin")

@@ -41,18 +41,19 @@ class SubjectNames:
 def validity_window(
     now: dt.datetime, validity_days: int, issuer: x509.Certificate, profile: ServerProfile
 ) -> tuple[dt.datetime, dt.datetime]:
-    """notBefore/notAfter for a leaf: capped by the profile and by the issuer's notAfter."""
+    """notBefore/notAfter for a leaf: capped by the profile and by the issuer's notAfter. The
+    backdating counts in the validity: a leaf asked for N days is valid N days in all (an
+    825-day certificate must not be 825 days and 5 minutes long to a client that counts)."""
     if not 1 <= validity_days <= profile.max_validity_days:
         raise ValidationFailed(
             f"validity must be between 1 and {profile.max_validity_days} days, not {validity_days}"
         )
-    issuer_end = issuer.not_valid_after_utc
-    not_after = min(now + dt.timedelta(days=validity_days), issuer_end)
-    if not_after <= now:
-        raise ValidationFailed("the issuing CA has expired")
     not_before = max(
         now - dt.timedelta(seconds=profile.backdate_seconds), issuer.not_valid_before_utc
     )
+    not_after = min(not_before + dt.timedelta(days=validity_days), issuer.not_valid_after_utc)
+    if not_after <= now:
+        raise ValidationFailed("the issuing CA has expired")
     return not_before, not_after
 
 

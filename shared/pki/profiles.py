@@ -18,6 +18,7 @@ class ServerProfile:
     default_validity_days: int = 397
     max_validity_days: int = 825
     min_rsa_bits: int = 2048
+    max_rsa_bits: int = 8192
     server_key_bits: int = 2048
     # Backdating absorbs clock skew between the CA and clients.
     backdate_seconds: int = 300

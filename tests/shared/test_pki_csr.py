@@ -60,16 +60,21 @@ def test_der_csr_is_accepted() -> None:
 @pytest.mark.parametrize(
     "garbage",
     [
-        b"",
         b"not a csr at all",
         b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
         bytes(range(256)),
     ],
-    ids=["empty", "text", "bad-pem-body", "binary"],
+    ids=["text", "bad-pem-body", "binary"],
 )
 def test_garbage_is_rejected(garbage: bytes) -> None:
     with pytest.raises(CsrRejected, match="not a valid PEM or DER"):
         load_csr(garbage, XPROTECT_SERVER)
+
+
+@pytest.mark.parametrize("empty", [b"", b"  \n\t", ""])
+def test_an_empty_csr_is_said_to_be_empty(empty: bytes | str) -> None:
+    with pytest.raises(CsrRejected, match="the CSR is empty"):
+        load_csr(empty, XPROTECT_SERVER)
 
 
 def test_tampered_signature_is_rejected() -> None:

@@ -21,7 +21,7 @@ class EnrollmentTokenOutSchema(ma.Schema):
 
 class EnrollInSchema(ma.Schema):
     enrollment_token = ma.fields.String(required=True, load_only=True)
-    csr = ma.fields.String(required=True, validate=ma.validate.Length(max=MAX_CSR_CHARS))
+    csr = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=MAX_CSR_CHARS))
 
 
 class EnrollOutSchema(ma.Schema):

@@ -20,7 +20,7 @@ class IssuanceInSchema(ma.Schema):
     csr = ma.fields.String(
         load_default=None,
         allow_none=True,
-        validate=ma.validate.Length(max=MAX_CSR_CHARS),
+        validate=ma.validate.Length(min=1, max=MAX_CSR_CHARS),
         metadata={"description": "PEM CSR; omit to have a key generated and held server-side"},
     )
     validity_days = ma.fields.Integer(

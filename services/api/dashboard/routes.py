@@ -9,6 +9,8 @@ after repeated bad tokens, same revocation). The pages only read; the two forms 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -24,6 +26,9 @@ from shared.errors import CertfleetError, TooManyRequests
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
 COOKIE = "certfleet_dashboard"
+# Double-submit CSRF token: a random value in a cookie of its own, repeated in every form;
+# a cross-site page can make a browser send the cookie but cannot read it to fill the form.
+CSRF_COOKIE = "certfleet_csrf"
 COOKIE_AGE = dt.timedelta(hours=12)
 LIVE_REFRESH_MS = 5000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,8 +64,43 @@ def reader() -> Principal:
     return who
 
 
+def csrf_token() -> str:
+    """This browser's CSRF token: the cookie's, or a new one (set on the response)."""
+    token = g.get("csrf_token")
+    if token is None:
+        token = request.cookies.get(CSRF_COOKIE) or ""
+        if len(token) != CSRF_LENGTH or not token.isalnum():
+            token = secrets.token_hex(CSRF_LENGTH // 2)
+            g.csrf_new = True
+        g.csrf_token = token
+    return str(token)
+
+
+CSRF_LENGTH = 64
+
+
+def csrf_ok() -> bool:
+    sent, kept = request.form.get("csrf", ""), request.cookies.get(CSRF_COOKIE, "")
+    return bool(kept) and hmac.compare_digest(sent.encode(), kept.encode())
+
+
+@bp.app_context_processor
+def _csrf_context() -> dict[str, Any]:
+    return {"csrf_token": csrf_token}
+
+
 def _page(template: str, status: int = 200, **context: Any) -> Response:
     response = Response(render_template(template, **context), status=status)
+    if g.pop("csrf_new", False):
+        response.set_cookie(
+            CSRF_COOKIE,
+            g.csrf_token,
+            max_age=int(COOKIE_AGE.total_seconds()),
+            path=bp.url_prefix,
+            secure=request.is_secure,
+            httponly=True,
+            samesite="Strict",
+        )
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
@@ -81,6 +121,8 @@ def login() -> Response:
 
 @bp.post("/login")
 def login_submit() -> BaseResponse:
+    if not csrf_ok():
+        return _page("dashboard/login.html", 400, error="the form expired; sign in again")
     secret = request.form.get("token", "").strip()
     try:
         who = authenticate_secret(secret) if secret else None
@@ -108,6 +150,8 @@ def login_submit() -> BaseResponse:
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
+    if not csrf_ok():
+        return _page("dashboard/login.html", 400, error="the form expired; sign out again")
     response = redirect(url_for("dashboard.login"), code=303)
     response.delete_cookie(COOKIE, path=bp.url_prefix)
     return response
@@ -127,7 +171,7 @@ def overview() -> Response:
         totals=service.totals(sites),
         week=service.WEEK,
         timeline=service.timeline(session, who, now),
-        campaigns=service.campaigns(session),
+        campaigns=service.campaigns(session, who),
         events=service.events(session, who, 0, 20),
         expiring_days=service.EXPIRING_DAYS,
         refresh_ms=LIVE_REFRESH_MS,
@@ -138,7 +182,8 @@ def overview() -> Response:
 @signed_in
 def campaigns() -> Response:
     """The campaigns section alone: the overview reloads it every few seconds."""
-    return _page("dashboard/_campaigns.html", campaigns=service.campaigns(runtime().session()))
+    rows = service.campaigns(runtime().session(), reader())
+    return _page("dashboard/_campaigns.html", campaigns=rows)
 
 
 @bp.get("/hosts")

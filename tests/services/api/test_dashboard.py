@@ -18,9 +18,20 @@ from tests.services.api.conftest import ApiHarness
 ISSUED = ["hq-mgmt01", "hq-rec01", "aar-rec01", "sto-rec01"]
 
 
+def csrf_of(api: ApiHarness, path: str = "/dashboard/login") -> str:
+    """The CSRF token the page's forms carry (the same as this browser's CSRF cookie)."""
+    html = api.client.get(path).get_data(as_text=True)
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
 def sign_in(api: ApiHarness, token: str, next_page: str = "") -> Any:
     api.client.delete_cookie(COOKIE, path="/dashboard")
-    return api.client.post("/dashboard/login", data={"token": token, "next": next_page})
+    csrf = csrf_of(api)
+    return api.client.post(
+        "/dashboard/login", data={"token": token, "next": next_page, "csrf": csrf}
+    )
 
 
 def page(api: ApiHarness, path: str) -> str:
@@ -68,6 +79,8 @@ def fleet(api: ApiHarness) -> int:
 def test_sign_in_sets_a_strict_cookie_and_refuses_bad_tokens(api: ApiHarness) -> None:
     anonymous = api.client.get("/dashboard/hosts")
     assert anonymous.status_code == 302 and "/dashboard/login" in anonymous.location
+    no_form = api.client.post("/dashboard/login", data={"token": api.token("auditor")})
+    assert no_form.status_code == 400 and api.client.get_cookie(COOKIE, path="/dashboard") is None
     bad = sign_in(api, "cf_not-a-token")
     assert bad.status_code == 401 and "not valid" in bad.get_data(as_text=True)
     assert api.client.get_cookie(COOKIE, path="/dashboard") is None
@@ -82,7 +95,10 @@ def test_sign_in_sets_a_strict_cookie_and_refuses_bad_tokens(api: ApiHarness) ->
     away = sign_in(api, api.token("auditor"), next_page="https://evil.example/")
     assert away.status_code == 303 and away.location.endswith("/dashboard/")
 
-    out = api.client.post("/dashboard/logout")
+    forged = api.client.post("/dashboard/logout", data={"csrf": "0" * 64})
+    assert forged.status_code == 400  # a form this dashboard did not serve
+    assert api.client.get("/dashboard/").status_code == 200
+    out = api.client.post("/dashboard/logout", data={"csrf": csrf_of(api, "/dashboard/")})
     assert out.status_code == 303
     assert api.client.get("/dashboard/").status_code == 302
 

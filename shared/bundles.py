@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, undefer
 
 from shared.authorities import chain_above, trust_anchors
 from shared.db.models import Certificate, Delivery
+from shared.delivery_settings import ENV_NAME
 from shared.errors import ConfigError, KeyUnavailable
 from shared.pki.export import to_pem, to_pfx
 from shared.pki.keys import decrypt_private_key
@@ -41,6 +42,8 @@ class Bundle:
     host_name: str
     kind: BundleKind
     trust_pem: bytes
+    # The host's registered DNS names and addresses: where a target may connect to it.
+    host_names: tuple[str, ...] = ()
     certificate_pem: bytes | None = None
     chain_pem: bytes | None = None
     fingerprint: str | None = None
@@ -79,9 +82,12 @@ def build_bundle(
     environ: Mapping[str, str],
 ) -> Bundle:
     host = delivery.host
+    names = (*host.dns_names, *host.ip_addresses)
     trust = trust_bundle_pem(session)
     if delivery.kind == "trust":
-        return Bundle(host.name, "trust", trust, fingerprint=fingerprint_of(trust))
+        return Bundle(
+            host.name, "trust", trust, host_names=names, fingerprint=fingerprint_of(trust)
+        )
     certificate = session.get(
         Certificate, delivery.certificate_id, options=[undefer(Certificate.encrypted_key)]
     )
@@ -103,6 +109,7 @@ def build_bundle(
         host.name,
         "certificate",
         trust,
+        host_names=names,
         certificate_pem=to_pem(leaf),
         chain_pem=b"".join(to_pem(c) for c in issuers),
         fingerprint=certificate.fingerprint,
@@ -119,11 +126,12 @@ def _pfx_if_asked(
     issuers: list[x509.Certificate],
 ) -> bytes | None:
     """A Windows host's file target may also get a PFX; its password is named by the
-    distributor's environment variable `pfx_password_env`, never stored in the inventory."""
+    distributor's CERTFLEET_SECRET_* variable `pfx_password_env`, never stored in the
+    inventory (`environ` holds only those variables)."""
     name = settings.get("pfx_password_env")
     if not name:
         return None
-    password = environ.get(str(name))
+    password = environ.get(str(name)) if ENV_NAME.match(str(name)) else None
     if not password:
         raise KeyUnavailable(f"the PFX password variable {name} is not set on the distributor")
     friendly = f"certfleet {leaf.subject.rfc4514_string().removeprefix('CN=')}"

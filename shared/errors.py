@@ -63,6 +63,10 @@ class TooManyRequests(CertfleetError):
         self.retry_after = retry_after
 
 
+class OutOfScope(NotFound):
+    """A site-owned row outside the token's site: answered as if it did not exist."""
+
+
 class PolicyViolation(ValidationFailed):
     code = "policy_violation"
 

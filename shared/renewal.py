@@ -24,7 +24,7 @@ ALL_DAYS = frozenset(range(7))
 JITTER_SHARE = 0.05  # at most 5 % of the lifetime
 RETRY_FIRST = dt.timedelta(hours=1)
 RETRY_CAP = dt.timedelta(hours=12)
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z")
 _SECOND = dt.timedelta(seconds=1)
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
+from shared.delivery_settings import DeliveryLimits
+from shared.destinations import DestinationPolicy
 from shared.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///var/certfleet.db"
@@ -53,6 +55,20 @@ class Settings:
     # window (seconds) they are counted in.
     auth_fail_limit: int = 20
     auth_fail_window_s: int = 60
+    # Directory delivery targets write only inside these (absolute; default: var/deliveries).
+    delivery_roots: tuple[Path, ...] = ()
+    # Outbound connections (webhooks, SSH, probes) to loopback, link-local, multicast and
+    # cloud-metadata addresses are refused, except to these networks (e.g. 127.0.0.0/8).
+    outbound_allow: tuple[str, ...] = ()
+
+    @property
+    def delivery_limits(self) -> DeliveryLimits:
+        roots = self.delivery_roots or ((self.var_dir / "deliveries").absolute(),)
+        return DeliveryLimits(tuple(roots), self.destinations)
+
+    @property
+    def destinations(self) -> DestinationPolicy:
+        return DestinationPolicy.build(self.outbound_allow)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +127,14 @@ class Settings:
         data_key = get("DATA_KEY")
         if data_key is not None and len(data_key) < 12:
             problems.append("CERTFLEET_DATA_KEY must be at least 12 characters")
+        roots = tuple(Path(p) for p in (get("DELIVERY_ROOTS", "") or "").split(":") if p)
+        if any(not p.is_absolute() for p in roots):
+            problems.append("CERTFLEET_DELIVERY_ROOTS must be absolute paths joined by ':'")
+        allow = tuple(a.strip() for a in (get("OUTBOUND_ALLOW", "") or "").split(",") if a.strip())
+        try:
+            DestinationPolicy.build(allow)
+        except ValueError as exc:
+            problems.append(f"CERTFLEET_OUTBOUND_ALLOW: {exc}")
         log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("CERTFLEET_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
@@ -142,6 +166,8 @@ class Settings:
             ),
             auth_fail_limit=get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit),
             auth_fail_window_s=get_int("AUTH_FAIL_WINDOW", cls.auth_fail_window_s),
+            delivery_roots=roots,
+            outbound_allow=allow,
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

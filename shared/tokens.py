@@ -45,8 +45,8 @@ def create_token(
         raise ValidationFailed(f"role must be one of {', '.join(TOKEN_ROLES)}")
     if (role == AGENT_ROLE) != (host_id is not None):
         raise ValidationFailed("an agent token belongs to exactly one host, and only it does")
-    if site_id is not None and role != "operator":
-        raise ValidationFailed("only operator tokens can be scoped to a site")
+    if site_id is not None and role not in ("operator", "auditor"):
+        raise ValidationFailed("only operator and auditor tokens can be scoped to a site")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         name=name,

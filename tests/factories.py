@@ -29,10 +29,16 @@ from shared.authorities import generate_material
 from shared.clock import Clock
 from shared.db.models import Authority, Host, IssuanceRequest, Site
 from shared.db.session import Database
+from shared.destinations import DestinationPolicy
 from shared.issuance import request_fingerprint
 from shared.pki.keys import generate_rsa_key
 
 FIXED_NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+# The tests' servers listen on loopback, which a deployment refuses unless it allows it.
+LOOPBACK = DestinationPolicy.build(["127.0.0.0/8", "::1/128"])
+SSH_KEY_VARIABLE = "CERTFLEET_SECRET_TEST_SSH_KEY"
+# Delivery roots for tests that are not about them: the whole file system.
+ANYWHERE = (Path("/"),)
 
 SITE_SUFFIX = "site1.example.com"
 SITE_RANGE = "10.1.0.0/16"

@@ -24,6 +24,7 @@ from services.api.hosts.routes import blp as hosts_blp
 from services.api.inventory.routes import blp as inventory_blp
 from services.api.issuance.routes import blp as issuance_blp
 from services.api.metrics.routes import blp as metrics_blp
+from services.api.names.routes import blp as names_blp
 from services.api.notifications.routes import blp as notifications_blp
 from services.api.reports.routes import blp as reports_blp
 from services.api.sites.routes import blp as sites_blp
@@ -90,6 +91,7 @@ def create_app(
         authorities_blp,
         sites_blp,
         hosts_blp,
+        names_blp,
         inventory_blp,
         issuance_blp,
         certificates_blp,

@@ -1,7 +1,8 @@
 """Bearer-token authentication and role checks.
 
 Roles: admin (everything), operator (sites, hosts, issuance; optionally scoped to one site),
-auditor (read-only). Scope checks take a site ID so that every route asks the same question.
+auditor (read-only; optionally scoped to one site). What each may read and change is decided
+by shared.access; this module only turns a bearer token into its Principal.
 Failed authentications are counted per client address (services.api.limits), and each token's
 use is an audit Event at most once per clock hour.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import g, request
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from services.api.context import ApiRuntime, runtime
 from services.api.limits import FailureLimiter
 from shared import events
+from shared.access import ROLE_RANK, Principal
 from shared.db.models import ApiToken, Host
 from shared.errors import Forbidden, Unauthorized
 from shared.tokens import find_token
@@ -28,46 +29,7 @@ from shared.tokens import find_token
 F = TypeVar("F", bound=Callable[..., Any])
 
 TOUCH_INTERVAL = dt.timedelta(minutes=1)
-# Agent tokens rank below every role: they pass only `requires_agent`.
-ROLE_RANK = {"agent": -1, "auditor": 0, "operator": 1, "admin": 2}
-
-
-@dataclass(frozen=True)
-class Principal:
-    token_id: int
-    name: str
-    role: str
-    site_id: int | None
-    host_id: int | None = None
-
-    @property
-    def actor(self) -> str:
-        return f"token:{self.token_id}:{self.name}"
-
-    @property
-    def scoped_site_id(self) -> int | None:
-        """The one site an operator token is scoped to; None: it reads every site."""
-        return self.site_id if self.role == "operator" else None
-
-    def can_read_site(self, site_id: int | None) -> bool:
-        if self.role == "agent":
-            return False
-        return self.role != "operator" or self.site_id is None or self.site_id == site_id
-
-    def can_write_site(self, site_id: int | None) -> bool:
-        if self.role == "admin":
-            return True
-        return self.role == "operator" and (self.site_id is None or self.site_id == site_id)
-
-    def require_read(self, site_id: int | None) -> None:
-        if not self.can_read_site(site_id):
-            raise Forbidden("this token is scoped to another site")
-
-    def require_write(self, site_id: int | None) -> None:
-        if self.role == "auditor":
-            raise Forbidden("auditor tokens are read-only")
-        if not self.can_write_site(site_id):
-            raise Forbidden("this token is scoped to another site")
+__all__ = ["ROLE_RANK", "Principal", "principal", "requires", "requires_agent"]
 
 
 def authenticate() -> Principal:
@@ -157,9 +119,7 @@ def requires(role: str) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            who = principal()
-            if ROLE_RANK[who.role] < ROLE_RANK[role]:
-                raise Forbidden(f"this needs the {role} role")
+            principal().require_role(role)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

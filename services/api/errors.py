@@ -102,6 +102,13 @@ def retry_later(
     return payload, status, {"Retry-After": str(seconds)}
 
 
+def concurrent_change(error: Exception) -> Payload:
+    """A unique or foreign key that a concurrent writer took between our check and our
+    commit (two operators registering the same name at once): the loser retries."""
+    log.info("integrity conflict", extra={"fields": {"error": type(error).__name__}})
+    return body("conflict", "a concurrent change conflicts with this one; retry"), 409, {}
+
+
 def unexpected(error: Exception) -> Payload:
     log.exception("unhandled error")
     return body("internal_error", "an internal error occurred; see the API logs"), 500, {}
@@ -110,6 +117,7 @@ def unexpected(error: Exception) -> Payload:
 def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(CertfleetError, domain_error)
+    app.register_error_handler(sqlalchemy.exc.IntegrityError, concurrent_change)
     for exc in (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import socket
 import ssl
 from typing import Protocol
+
+from shared.destinations import DestinationPolicy, DestinationRefused, connection_category
 
 
 class ProbeFailed(Exception):
@@ -24,10 +25,12 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
 
 class TlsProber:
     """A real TLS handshake. Trust is not the question here (the client side is proven by the
-    trust bundle); the presented certificate's SHA-256 fingerprint is."""
+    trust bundle); the presented certificate's SHA-256 fingerprint is. It connects only where
+    the outbound destination policy allows, and says why a probe failed in one category."""
 
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(self, timeout: float = 5.0, policy: DestinationPolicy | None = None) -> None:
         self.timeout = timeout
+        self.policy = policy or DestinationPolicy()
 
     def presented_fingerprint(self, endpoint: str) -> str:
         host, port = split_endpoint(endpoint)
@@ -36,13 +39,16 @@ class TlsProber:
         context.verify_mode = ssl.CERT_NONE
         server_name = None if _is_ip(host) else host
         try:
-            with (
-                socket.create_connection((host, port), timeout=self.timeout) as raw,
-                context.wrap_socket(raw, server_hostname=server_name) as tls,
-            ):
+            raw = self.policy.connect(host, port, self.timeout)
+        except DestinationRefused as exc:
+            raise ProbeFailed(f"{endpoint}: {exc.category}") from exc
+        try:
+            with raw, context.wrap_socket(raw, server_hostname=server_name) as tls:
                 der = tls.getpeercert(binary_form=True)
-        except (OSError, ssl.SSLError) as exc:
-            raise ProbeFailed(f"{endpoint}: {type(exc).__name__}") from exc
+        except ssl.SSLError as exc:
+            raise ProbeFailed(f"{endpoint}: TLS failed") from exc
+        except OSError as exc:
+            raise ProbeFailed(f"{endpoint}: {connection_category(exc)}") from exc
         if der is None:
             raise ProbeFailed(f"{endpoint}: no certificate presented")
         return hashlib.sha256(der).hexdigest()

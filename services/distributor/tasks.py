@@ -27,6 +27,7 @@ from services.distributor.targets.webhook import WebhookTarget
 from shared import contracts, taskstats
 from shared.clock import SystemClock
 from shared.db.session import Database
+from shared.delivery_settings import secret_environ
 from shared.logging import configure_logging
 from shared.queue import make_celery
 from shared.settings import Settings
@@ -52,23 +53,24 @@ class Runtime:
 
 
 def build_targets(environ: dict[str, str]) -> dict[str, Target]:
-    """The push targets. Secrets they need are looked up by name in the distributor's
-    environment, captured once here at start-up."""
+    """The push targets. Secrets they need are looked up by name among the distributor's
+    CERTFLEET_SECRET_* variables (`environ` holds no others), captured once at start-up."""
+    policy = settings.destinations
     return {
-        "directory": DirectoryTarget(),
-        "ssh": SshTarget(environ=environ),
-        "webhook": WebhookTarget(environ=environ),
+        "directory": DirectoryTarget(settings.delivery_limits.directory_roots),
+        "ssh": SshTarget(environ=environ, policy=policy),
+        "webhook": WebhookTarget(environ=environ, policy=policy),
     }
 
 
 @functools.cache
 def runtime() -> Runtime:
-    environ = dict(os.environ)
+    environ = secret_environ(os.environ)
     clock = SystemClock()
     return Runtime(
         db=Database(settings.database_url),
         ctx=service.Context(build_targets(environ), clock, settings.data_key, environ),
-        prober=TlsProber(),
+        prober=TlsProber(policy=settings.destinations),
     )
 
 

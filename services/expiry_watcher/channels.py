@@ -8,10 +8,10 @@ never a URL path or query (a Slack or Teams incoming-webhook URL carries its tok
 never a secret, never an answer's body.
 
 Webhook settings (plain JSON on the channel row; a secret is named, never stored there):
-    secret_env  optional: name of the watcher's environment variable holding an HMAC secret;
+    secret_env  optional: a CERTFLEET_SECRET_* variable of the watcher holding an HMAC secret;
                 the body is then signed exactly as the distributor's webhook target signs
                 (X-Certfleet-Timestamp and X-Certfleet-Signature, see
-                services.distributor.targets.webhook.verify_signature for receivers)
+                shared.webhooks.verify_signature for receivers)
     allow_http  false (default); true accepts a plain http:// target, for an on-prem chat
                 server on a trusted network without TLS. The notice then travels in clear.
     ca_file     optional absolute path of a CA file to verify the receiver with
@@ -33,7 +33,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from services.distributor.targets.webhook import (
+from shared.clock import Clock, SystemClock
+from shared.delivery_settings import ENV_NAME, SECRET_ENV_PREFIX
+from shared.destinations import DestinationPolicy
+from shared.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     PostFailed,
@@ -41,7 +44,6 @@ from services.distributor.targets.webhook import (
     retryable_status,
     sign,
 )
-from shared.clock import Clock, SystemClock
 
 MAX_TIMEOUT = 120.0
 WEBHOOK_SETTINGS = frozenset({"secret_env", "allow_http", "ca_file", "timeout"})
@@ -186,9 +188,12 @@ class WebhookChannel:
         settings: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
         session: requests.Session | None = None,
+        policy: DestinationPolicy | None = None,
     ) -> None:
-        """`environ` is the watcher's environment, where secret_env is looked up."""
+        """`environ` holds the watcher's CERTFLEET_SECRET_* variables, where secret_env is
+        looked up; `policy` says which receivers may be reached."""
         self._environ, self._clock = environ, clock
+        self._policy = policy or DestinationPolicy()
         self.settings: Mapping[str, Any] = settings or {}
         unknown = sorted(set(self.settings) - WEBHOOK_SETTINGS)
         if unknown:
@@ -211,7 +216,7 @@ class WebhookChannel:
             headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
         where = server_of(self.url)
         try:
-            status, _ = post(
+            status = post(
                 self._session,
                 self.url,
                 body,
@@ -219,6 +224,7 @@ class WebhookChannel:
                 timeout=self.timeout,
                 verify=self._verify(),
                 where=where,
+                policy=self._policy,
             )
         except PostFailed as exc:
             raise ChannelError(exc.message, retryable=exc.retryable) from exc
@@ -232,8 +238,10 @@ class WebhookChannel:
         variable = self.settings.get("secret_env")
         if variable is None:
             return None
-        if not isinstance(variable, str) or not variable:
-            raise ChannelError("secret_env must name an environment variable", retryable=False)
+        if not isinstance(variable, str) or not ENV_NAME.match(variable):
+            raise ChannelError(
+                f"secret_env must name a {SECRET_ENV_PREFIX}* variable", retryable=False
+            )
         secret = self._environ.get(variable, "")
         if not secret:
             raise ChannelError(
@@ -302,6 +310,7 @@ def make_factory(
     *,
     timeout: float = 10.0,
     session: requests.Session | None = None,
+    policy: DestinationPolicy | None = None,
 ) -> ChannelFactory:
     """What record_and_send needs: a Channel for each channel row. A row that cannot be
     turned into a channel (no SMTP relay configured, an http:// target without allow_http...)
@@ -332,6 +341,7 @@ def make_factory(
                     settings=spec.settings,
                     timeout=timeout,
                     session=session,
+                    policy=policy,
                 )
             raise ChannelError(f"unknown channel kind {spec.kind!r}", retryable=False)
         except ChannelError as exc:

@@ -29,6 +29,7 @@ from shared.contracts import (
     periodic_tasks,
 )
 from shared.db.session import Database
+from shared.delivery_settings import secret_environ
 from shared.logging import configure_logging
 from shared.queue import CeleryPublisher, make_celery
 from shared.settings import Settings
@@ -67,7 +68,7 @@ def runtime() -> Runtime:
         Database(settings.database_url),
         CeleryPublisher(app),
         clock,
-        make_factory(relay, os.environ, clock),
+        make_factory(relay, secret_environ(os.environ), clock, policy=settings.destinations),
     )
 
 

@@ -128,6 +128,27 @@ class Host(Base):
     site: Mapped[Site] = relationship()
 
 
+class HostName(Base):
+    """Who owns each DNS name and IP address: one host, fleet-wide, so that no site's operator
+    can register (and get certificates for) another site's names. A name in SharedName is
+    exempt and not listed here."""
+
+    __tablename__ = "host_names"
+
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+
+
+class SharedName(Base):
+    """A name an admin allows several hosts to carry (a cluster or load-balancer name)."""
+
+    __tablename__ = "shared_names"
+
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class IssuanceRequest(Base):
     __tablename__ = "issuance_requests"
     __table_args__ = (Index("ix_issuance_requests_status_updated", "status", "updated_at"),)
@@ -394,6 +415,9 @@ class Campaign(Base):
     new_authority_id: Mapped[int | None] = mapped_column(ForeignKey("authorities.id"))
     ack_share: Mapped[float] = mapped_column(Float, default=1.0)
     trust_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The one site a campaign is confined to (its selector names exactly that site): the
+    # only campaigns an operator or auditor scoped to that site sees. None: several or all.
+    site_id: Mapped[int | None] = mapped_column(Integer, index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

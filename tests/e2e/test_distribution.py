@@ -32,6 +32,7 @@ from shared.pki.signing import SubjectNames, sign_server_certificate
 from shared.settings import Settings
 from tests import factories
 from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY
+from tests.factories import SSH_KEY_VARIABLE
 from tests.ports import free_port
 from tests.sshd import SshServer
 from tests.tls import handshake
@@ -158,6 +159,8 @@ def inventory(work: Path, sshd: SshServer, services: dict[str, Service]) -> dict
         }
 
     return {
+        # Every lab host answers on loopback: the admin lets them share that address.
+        "shared_names": ["127.0.0.1"],
         "sites": [{"name": "lab", "dns_suffixes": ["lab.example"], "ip_ranges": ["127.0.0.0/8"]}],
         "hosts": [
             host(
@@ -171,7 +174,7 @@ def inventory(work: Path, sshd: SshServer, services: dict[str, Service]) -> dict
                         "username": sshd.username,
                         "path": str(services["ssh"].directory),
                         "host_key": sshd.host_key,
-                        "key_file": str(sshd.client_key),
+                        "key_file_env": SSH_KEY_VARIABLE,
                         "reload_command": f"kill -HUP $(cat {services['ssh'].pidfile})",
                     },
                 },
@@ -215,6 +218,9 @@ def fleet(
         "CERTFLEET_API_BIND": bind,
         "CERTFLEET_API_URL": f"http://{bind}",
         "CERTFLEET_PROBE_DELAY": "0.5",
+        "CERTFLEET_DELIVERY_ROOTS": str(work),
+        "CERTFLEET_OUTBOUND_ALLOW": "127.0.0.0/8",
+        SSH_KEY_VARIABLE: str(sshd.client_key),
     }
     settings = Settings.from_env(env)
     upgrade(settings.database_url)

@@ -153,3 +153,40 @@ def test_migrations_step_down_and_up_with_data_in_place(
                 assert conn.execute(text("PRAGMA foreign_key_check")).fetchall() == []
     finally:
         db.dispose()
+
+
+def test_migration_0010_gives_every_name_one_owner_and_shares_the_duplicates(
+    db_url: str, ca_passphrase: str
+) -> None:
+    """Hosts that already carry the same name keep working: that name becomes shared."""
+    from shared.clock import FixedClock
+    from shared.db.models import HostName, SharedName
+    from tests.factories import FIXED_NOW, make_host, make_root_authority, make_site
+
+    downgrade(db_url, "0009")
+    db = Database(db_url)
+    try:
+        with db.session() as session:
+            site = make_site(
+                session, make_root_authority(session, ca_passphrase, FixedClock(FIXED_NOW))
+            )
+            first = make_host(session, site, name="rec01")
+            second = make_host(session, site, name="rec02")
+            first.ip_addresses = ["10.1.0.50", "10.1.0.1"]
+            second.ip_addresses = ["10.1.0.50", "10.1.0.2"]
+            ids = (first.id, second.id)
+    finally:
+        db.dispose()
+    upgrade(db_url)
+    db = Database(db_url)
+    try:
+        with db.session() as session:
+            owners = dict(session.execute(select(HostName.name, HostName.host_id)).all())
+            shared = set(session.scalars(select(SharedName.name)))
+    finally:
+        db.dispose()
+    assert shared == {"10.1.0.50"}
+    assert owners["10.1.0.1"] == ids[0] and owners["10.1.0.2"] == ids[1]
+    assert "10.1.0.50" not in owners
+    downgrade(db_url, "0009")  # and back down cleanly
+    upgrade(db_url)

@@ -37,7 +37,7 @@ def create_enrollment_token(data: dict[str, Any]) -> dict[str, Any]:
     session = rt.session()
     host = host_by_name(session, data["host"])
     who = principal()
-    who.require_write(host.site_id)
+    who.require_write(host.site_id)  # 404 outside the token's site, as for an unknown name
     secret, expires = service.make_enrollment(
         session, host, hours=data["valid_hours"], actor=who.actor, now=rt.clock.now()
     )

@@ -77,7 +77,7 @@ def enroll(session: Session, secret: str, csr: str, now: dt.datetime) -> Enrolle
     assert host is not None
     check_csr_for_host(host, csr, XPROTECT_SERVER)
     csr = csr.strip() + "\n"
-    host.delivery = {**(host.delivery or {}), "method": "agent"}
+    host.delivery = {"method": "agent", "settings": {}}
     token = create_token(
         session,
         name=f"agent:{host.name}",

@@ -19,6 +19,7 @@ from services.api.authorities.schemas import (
 )
 from services.api.common import publish_trust
 from services.api.context import runtime
+from shared import access
 from shared.authorities import certificate_of, trust_anchors
 from shared.contracts import create_authority
 from shared.db.models import Authority, Host
@@ -103,10 +104,7 @@ def trust_bundle() -> Response:
 @blp.response(202, TrustPushSchema)
 def distribute_trust_bundle() -> dict[str, Any]:
     """Push the current trust bundle to every client host (of the token's site, if scoped)."""
-    query = select(Host.id, Host.roles)
-    who = principal()
-    if who.site_id is not None:
-        query = query.where(Host.site_id == who.site_id)
+    query = access.scope(select(Host.id, Host.roles), Host.site_id, principal())
     ids = [row.id for row in runtime().session().execute(query) if "client" in row.roles]
     queued = publish_trust(ids) if ids else True
     return {"hosts": len(ids), "queued": queued}

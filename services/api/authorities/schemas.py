@@ -10,7 +10,7 @@ from shared.db.models import AUTHORITY_KINDS
 from shared.pki.profiles import ALLOWED_RSA_BITS
 
 # X.520 caps a common name at 64 characters.
-CA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 .,_()-]{0,63}$")
+CA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 .,_()-]{0,63}\Z")
 
 
 class AuthorityInSchema(ma.Schema):

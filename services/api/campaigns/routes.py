@@ -23,11 +23,10 @@ from services.api.campaigns.schemas import (
     ItemPageSchema,
     ResumeInSchema,
 )
-from services.api.common import decode_cursor, get_or_404, page_of
+from services.api.common import decode_cursor, page_of
 from services.api.context import runtime
 from shared import campaigns
 from shared.contracts import Message
-from shared.db.models import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class Campaigns(MethodView):
     def get(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         """Newest first."""
         session = runtime().session()
-        rows = list(session.scalars(service.list_query(args["status"])))
+        rows = list(session.scalars(service.list_query(args["status"], principal())))
         return service.shown(session, rows)
 
     @requires("operator")
@@ -75,7 +74,7 @@ class CampaignById(MethodView):
     @blp.response(200, CampaignOutSchema)
     def get(self, campaign_id: int) -> dict[str, Any]:
         session = runtime().session()
-        return service.shown(session, [get_or_404(session, Campaign, campaign_id, "campaign")])[0]
+        return service.shown(session, [service.get_campaign(session, campaign_id, principal())])[0]
 
 
 @blp.route("/<int:campaign_id>/items")
@@ -85,7 +84,7 @@ class CampaignItems(MethodView):
     @blp.response(200, ItemPageSchema)
     def get(self, args: dict[str, Any], campaign_id: int) -> dict[str, Any]:
         session = runtime().session()
-        get_or_404(session, Campaign, campaign_id, "campaign")
+        service.get_campaign(session, campaign_id, principal())
         query = service.items_query(campaign_id, args, principal(), decode_cursor(args["cursor"]))
         items, cursor = page_of(list(session.scalars(query)), args["limit"])
         return {"items": items, "next_cursor": cursor}
@@ -118,8 +117,8 @@ def cancel_campaign(campaign_id: int) -> dict[str, Any]:
 def steer(campaign_id: int, action: str, *, retry_failed: bool = False) -> dict[str, Any]:
     rt = runtime()
     session = rt.session()
-    campaign = get_or_404(session, Campaign, campaign_id, "campaign")
     who = principal()
+    campaign = service.get_campaign(session, campaign_id, who)
     service.authorize_steer(session, who, campaign)
     messages = campaigns.steer(
         session, campaign, action, actor=who.actor, now=rt.clock.now(), retry_failed=retry_failed

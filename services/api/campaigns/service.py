@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
 from services.api.campaigns.schemas import CampaignOutSchema
+from services.api.common import get_or_404
+from shared import access
 from shared.campaigns import ROTATE, CampaignSpec, Selector, counts, resolve
 from shared.db.models import Campaign, CampaignItem
 from shared.errors import Forbidden
@@ -26,9 +28,9 @@ def authorize_create(session: Session, who: Principal, spec: CampaignSpec) -> No
     own site(s), so that the campaign cannot reach past them."""
     if spec.kind == ROTATE and who.role != "admin":
         raise Forbidden("rotating an authority needs the admin role")
-    resolved = resolve(session, Selector.from_json(spec.selector, spec.kind))
-    if who.role == "operator" and who.site_id is not None and not resolved.site_ids:
+    if who.scoped_site_id is not None and not spec.selector.get("sites"):
         raise Forbidden("this token is scoped to a site: name it in selector.sites")
+    resolved = resolve(session, Selector.from_json(spec.selector, spec.kind))
     for site_id in resolved.site_ids:
         who.require_write(site_id)
 
@@ -36,9 +38,10 @@ def authorize_create(session: Session, who: Principal, spec: CampaignSpec) -> No
 def authorize_steer(session: Session, who: Principal, campaign: Campaign) -> None:
     """Steering takes the rights starting took: a rotation is the admin's, a renewal belongs
     to the sites its items are on."""
+    who.require_read(campaign.site_id)
     if campaign.kind == ROTATE and who.role != "admin":
         raise Forbidden("steering a rotation needs the admin role")
-    if who.role != "operator" or who.site_id is None:
+    if who.scoped_site_id is None:
         return
     sites = session.scalars(
         select(CampaignItem.site_id).where(CampaignItem.campaign_id == campaign.id).distinct()
@@ -47,11 +50,18 @@ def authorize_steer(session: Session, who: Principal, campaign: Campaign) -> Non
         who.require_write(site_id)
 
 
-def list_query(status: str | None) -> Select[Campaign]:
-    query = select(Campaign).order_by(Campaign.id.desc())
+def list_query(status: str | None, who: Principal) -> Select[Campaign]:
+    """Newest first; a scoped reader sees only the campaigns confined to its site."""
+    query = access.scope(select(Campaign).order_by(Campaign.id.desc()), Campaign.site_id, who)
     if status:
         query = query.where(Campaign.status == status)
     return query
+
+
+def get_campaign(session: Session, campaign_id: int, who: Principal) -> Campaign:
+    campaign = get_or_404(session, Campaign, campaign_id, "campaign")
+    who.require_read(campaign.site_id)
+    return campaign
 
 
 def shown(session: Session, campaigns: Sequence[Campaign]) -> list[dict[str, Any]]:
@@ -72,8 +82,7 @@ def items_query(
         .order_by(CampaignItem.id)
         .limit(args["limit"] + 1)
     )
-    if who.role == "operator" and who.site_id is not None:
-        query = query.where(CampaignItem.site_id == who.site_id)
+    query = access.scope(query, CampaignItem.site_id, who)
     if args["status"]:
         query = query.where(CampaignItem.status == args["status"])
     return query

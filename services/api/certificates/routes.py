@@ -50,9 +50,7 @@ class CertificateById(MethodView):
     @requires("auditor")
     @blp.response(200, CertificateOutSchema)
     def get(self, certificate_id: int) -> Certificate:
-        row = service.get_certificate(runtime().session(), certificate_id)
-        principal().require_read(row.host.site_id)
-        return row
+        return service.get_certificate(runtime().session(), certificate_id, principal())
 
 
 @blp.route("/<int:certificate_id>/pem")
@@ -61,9 +59,8 @@ class CertificateById(MethodView):
 def certificate_pem(certificate_id: int) -> Response:
     rt = runtime()
     session = rt.session()
-    row = service.get_certificate(session, certificate_id)
     who = principal()
-    who.require_read(row.host.site_id)
+    row = service.get_certificate(session, certificate_id, who)
     pem = service.pem_bundle(session, row)
     service.record_export(session, row, "pem", who=who, now=rt.clock.now())
     session.commit()
@@ -76,9 +73,8 @@ def certificate_pem(certificate_id: int) -> Response:
 def certificate_der(certificate_id: int) -> Response:
     rt = runtime()
     session = rt.session()
-    row = service.get_certificate(session, certificate_id)
     who = principal()
-    who.require_read(row.host.site_id)
+    row = service.get_certificate(session, certificate_id, who)
     der = to_der(service.leaf_of(row))
     service.record_export(session, row, "der", who=who, now=rt.clock.now())
     session.commit()
@@ -92,8 +88,8 @@ def certificate_der(certificate_id: int) -> Response:
 def certificate_pfx(data: dict[str, Any], certificate_id: int) -> Response:
     rt = runtime()
     session = rt.session()
-    row = service.get_certificate(session, certificate_id, with_key=True)
     who = principal()
+    row = service.get_certificate(session, certificate_id, who, with_key=True)
     who.require_write(row.host.site_id)
     pfx = service.export_pfx(
         session,
@@ -119,8 +115,8 @@ def renew_certificate(certificate_id: int) -> Any:
     """Renew now, whatever the renewal point, backoff or maintenance window say."""
     rt = runtime()
     session = rt.session()
-    row = service.get_certificate(session, certificate_id)
     who = principal()
+    row = service.get_certificate(session, certificate_id, who)
     who.require_write(row.host.site_id)
     request = service.force_renewal(session, row, who=who, now=rt.clock.now())
     session.commit()
@@ -138,8 +134,8 @@ def revoke_certificate(data: dict[str, Any], certificate_id: int) -> dict[str, A
     authority's CRL right after; `renew` also starts a renewal of an active certificate."""
     rt = runtime()
     session = rt.session()
-    row = service.get_certificate(session, certificate_id)
     who = principal()
+    row = service.get_certificate(session, certificate_id, who)
     who.require_write(row.host.site_id)
     renewal = service.revoke(
         session, row, reason=data["reason"], renew=data["renew"], who=who, now=rt.clock.now()

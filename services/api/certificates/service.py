@@ -10,7 +10,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, joinedload, undefer
 
 from services.api.auth import Principal
-from shared import events
+from shared import access, events
 from shared.authorities import chain_above
 from shared.db.models import Certificate, Host, IssuanceRequest, Site
 from shared.errors import ConfigError, Conflict, KeyUnavailable, NotFound
@@ -21,14 +21,16 @@ from shared.pki.keys import decrypt_private_key
 
 
 def get_certificate(
-    session: Session, certificate_id: int, *, with_key: bool = False
+    session: Session, certificate_id: int, who: Principal, *, with_key: bool = False
 ) -> Certificate:
+    """The certificate, if it exists in the reader's scope; 404 otherwise."""
     query = select(Certificate).where(Certificate.id == certificate_id)
     if with_key:
         query = query.options(undefer(Certificate.encrypted_key))
     row = session.scalar(query)
     if row is None:
         raise NotFound(f"certificate {certificate_id} does not exist")
+    who.require_read(row.host.site_id)
     return row
 
 
@@ -41,11 +43,9 @@ def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[An
         .limit(args["limit"] + 1)
     )
     if args["site"] or who.scoped_site_id is not None:
-        query = query.join(Host, Host.id == Certificate.host_id)
+        query = access.scope(query.join(Host, Host.id == Certificate.host_id), Host.site_id, who)
         if args["site"]:
             query = query.join(Site, Site.id == Host.site_id).where(Site.name == args["site"])
-        if who.scoped_site_id is not None:
-            query = query.where(Host.site_id == who.scoped_site_id)
     if args["host"]:
         query = query.where(
             Certificate.host_id

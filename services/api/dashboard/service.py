@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Integer, and_, cast, exists, func, literal
 from sqlalchemy.orm import Session, aliased
 
 from services.api.auth import Principal
+from shared import access
 from shared.campaigns import counts as campaign_counts
 from shared.db.models import (
     Authority,
@@ -71,10 +72,9 @@ class Timeline:
 
 
 def _scoped(query: Any, column: Any, who: Principal) -> Any:
-    """`query` limited to the reader's site, for an operator scoped to one (typed Any: a
-    Select of any columns)."""
-    site_id = who.scoped_site_id
-    return query if site_id is None else query.where(column == site_id)
+    """`query` limited to the reader's site (shared.access.scope; typed Any: a Select of any
+    columns)."""
+    return access.scope(query, column, who)
 
 
 def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
@@ -272,16 +272,24 @@ class CampaignRow:
         return round(100 * self.counts.get("finished", 0) / total) if total else 100
 
 
-def campaigns(session: Session, finished_shown: int = 5) -> list[CampaignRow]:
-    """Unfinished campaigns, then the last few finished ones."""
+def campaigns(session: Session, who: Principal, finished_shown: int = 5) -> list[CampaignRow]:
+    """Unfinished campaigns, then the last few finished ones (a scoped reader: its site's)."""
     unfinished = session.scalars(
-        select(Campaign).where(Campaign.finished_at.is_(None)).order_by(Campaign.id.desc())
+        _scoped(
+            select(Campaign).where(Campaign.finished_at.is_(None)).order_by(Campaign.id.desc()),
+            Campaign.site_id,
+            who,
+        )
     ).all()
     finished = session.scalars(
-        select(Campaign)
-        .where(Campaign.finished_at.is_not(None))
-        .order_by(Campaign.finished_at.desc())
-        .limit(finished_shown)
+        _scoped(
+            select(Campaign)
+            .where(Campaign.finished_at.is_not(None))
+            .order_by(Campaign.finished_at.desc())
+            .limit(finished_shown),
+            Campaign.site_id,
+            who,
+        )
     ).all()
     shown: Sequence[Campaign] = [*unfinished, *finished]
     numbers = campaign_counts(session, [c.id for c in shown])

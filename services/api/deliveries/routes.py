@@ -13,6 +13,7 @@ from services.api.auth import principal, requires
 from services.api.common import decode_cursor, page_of
 from services.api.context import runtime
 from services.api.deliveries.schemas import DeliveryListArgs, DeliveryPageSchema
+from shared import access
 from shared.db.models import Delivery, Host, Site
 
 blp = Blueprint(
@@ -46,8 +47,6 @@ class Deliveries(MethodView):
                 query = query.where(getattr(Delivery, column) == args[column])
         if args["certificate"]:
             query = query.where(Delivery.certificate_id == args["certificate"])
-        who = principal()
-        if who.scoped_site_id is not None:
-            query = query.where(Host.site_id == who.scoped_site_id)
+        query = access.scope(query, Host.site_id, principal())
         items, cursor = page_of(list(runtime().session().scalars(query)), args["limit"])
         return {"items": items, "next_cursor": cursor}

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from services.api.auth import Principal
 from services.api.common import find_by_name
+from shared import access
 from shared.db.models import Event, Host, Site
 
 
@@ -24,8 +25,7 @@ def list_query(
     query = select(Event).order_by(Event.id.desc()).limit(args["limit"] + 1)
     if before_id:
         query = query.where(Event.id < before_id)
-    if who.scoped_site_id is not None:
-        query = query.where(Event.site_id == who.scoped_site_id)
+    query = access.scope(query, Event.site_id, who)
     for name, model, column in (("site", Site, Event.site_id), ("host", Host, Event.host_id)):
         if args[name] is not None:
             row = find_by_name(session, model, args[name])

@@ -21,6 +21,7 @@ from services.api.hosts.schemas import (
     HostPatchSchema,
 )
 from services.api.sites.service import site_by_name
+from shared import access
 from shared.db.models import Host, Site
 from shared.errors import ValidationFailed
 
@@ -44,9 +45,7 @@ class Hosts(MethodView):
             query = query.join(Site).where(Site.name == args["site"])
         if args["name"]:
             query = query.where(Host.name == args["name"])
-        who = principal()
-        if who.scoped_site_id is not None:
-            query = query.where(Host.site_id == who.scoped_site_id)
+        query = access.scope(query, Host.site_id, principal())
         items, cursor = page_of(list(runtime().session().scalars(query)), args["limit"])
         return {"items": items, "next_cursor": cursor}
 
@@ -56,9 +55,12 @@ class Hosts(MethodView):
     def post(self, data: dict[str, Any]) -> Host:
         rt = runtime()
         session = rt.session()
+        who = principal()
         site = site_by_name(session, data["site"])
-        principal().require_write(site.id)
-        host = service.create_host(session, data, site, actor=principal().actor, now=rt.clock.now())
+        who.require_write(site.id)
+        host = service.create_host(
+            session, data, site, who=who, now=rt.clock.now(), limits=rt.settings.delivery_limits
+        )
         session.commit()
         return host
 
@@ -68,9 +70,7 @@ class HostById(MethodView):
     @requires("auditor")
     @blp.response(200, HostOutSchema)
     def get(self, host_id: int) -> Host:
-        host = service.get_host(runtime().session(), host_id)
-        principal().require_read(host.site_id)
-        return host
+        return service.get_host(runtime().session(), host_id, principal())
 
     @requires("operator")
     @blp.arguments(HostPatchSchema)
@@ -78,16 +78,18 @@ class HostById(MethodView):
     def patch(self, data: dict[str, Any], host_id: int) -> Host:
         rt = runtime()
         session = rt.session()
-        host = service.get_host(session, host_id)
         who = principal()
-        who.require_write(host.site_id)
+        host = service.get_host(session, host_id, who)
         if data.get("name", host.name) != host.name:
             raise ValidationFailed("a host cannot be renamed", {"name": ["cannot change"]})
         site = site_by_name(session, data["site"]) if data.get("site") else None
-        if site is not None:
-            who.require_write(site.id)
         service.upsert_host(
-            session, {**data, "name": host.name}, actor=who.actor, now=rt.clock.now(), site=site
+            session,
+            {**data, "name": host.name},
+            who=who,
+            now=rt.clock.now(),
+            limits=rt.settings.delivery_limits,
+            site=site,
         )
         session.commit()
         return host
@@ -97,7 +99,10 @@ class HostById(MethodView):
     def delete(self, host_id: int) -> None:
         rt = runtime()
         session = rt.session()
-        host = service.get_host(session, host_id)
-        principal().require_write(host.site_id)
+        who = principal()
+        host = service.get_host(session, host_id, who)
+        access.require_change(
+            who, "host", ["delete"], before_site_id=host.site_id, after_site_id=host.site_id
+        )
         service.delete_host(session, host, actor=principal().actor, now=rt.clock.now())
         session.commit()

@@ -10,7 +10,7 @@ import marshmallow as ma
 from services.api.sites.schemas import NAME_PATTERN
 from shared.db.models import DELIVERY_METHODS, HOST_ROLES, PLATFORMS
 
-ENDPOINT = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,260}:\d{1,5}$")
+ENDPOINT = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,260}:\d{1,5}\Z")
 
 
 class DeliverySchema(ma.Schema):

@@ -55,7 +55,9 @@ def put_inventory() -> dict[str, Any]:
     doc = parse_document()
     rt = runtime()
     session = rt.session()
-    result = service.apply_inventory(session, doc, who=principal(), now=rt.clock.now())
+    result = service.apply_inventory(
+        session, doc, who=principal(), now=rt.clock.now(), limits=rt.settings.delivery_limits
+    )
     session.commit()
     changed = result["hosts"]["created"] + result["hosts"]["updated"]
     clients = service.client_host_ids(session, changed)

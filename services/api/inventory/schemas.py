@@ -21,6 +21,12 @@ class InventorySchema(ma.Schema):
         load_default=list,
         validate=ma.validate.Length(max=MAX_INVENTORY_ITEMS),
     )
+    shared_names = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=253)),
+        load_default=list,
+        validate=ma.validate.Length(max=MAX_INVENTORY_ITEMS),
+        metadata={"description": "names several hosts may carry (admin only)"},
+    )
 
 
 class OutcomeSchema(ma.Schema):

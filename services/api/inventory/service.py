@@ -3,45 +3,59 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.auth import Principal
 from services.api.hosts.service import upsert_host
-from services.api.sites.service import find_site, upsert_site
+from services.api.names import service as shared_names
+from services.api.sites.service import upsert_site
+from shared.access import Principal
 from shared.db.models import Host
-from shared.errors import CertfleetError, Forbidden, ValidationFailed
-
-
-def check_scope(session: Session, who: Principal, doc: dict[str, Any]) -> None:
-    """A site-scoped operator may touch only its own (existing) site and its hosts."""
-    if who.role == "admin" or who.site_id is None:
-        return
-    names = {s["name"] for s in doc["sites"]} | {h["site"] for h in doc["hosts"]}
-    for name in names:
-        site = find_site(session, name)
-        if site is None or site.id != who.site_id:
-            raise Forbidden(f"this token cannot change site {name!r}")
+from shared.delivery_settings import DeliveryLimits
+from shared.errors import CertfleetError, Forbidden, OutOfScope, ValidationFailed
 
 
 def apply_inventory(
-    session: Session, doc: dict[str, Any], *, who: Principal, now: dt.datetime
+    session: Session,
+    doc: dict[str, Any],
+    *,
+    who: Principal,
+    now: dt.datetime,
+    limits: DeliveryLimits,
 ) -> dict[str, Any]:
-    check_scope(session, who, doc)
+    """Every item goes through the same upserts, and so the same authorization (shared.access),
+    as the sites and hosts routes: an item the token may not apply is a problem like any
+    other, and one problem applies nothing."""
     result: dict[str, Any] = {
         kind: {"created": [], "updated": [], "unchanged": []} for kind in ("sites", "hosts")
     }
     problems: dict[str, str] = {}
-    upserts = (("sites", upsert_site), ("hosts", upsert_host))
+    denied = False
+    try:
+        shared_names.share(session, doc.get("shared_names") or [], who=who, now=now)
+    except CertfleetError as exc:
+        problems["shared_names"] = exc.message
+    upserts: tuple[tuple[str, Callable[..., Any]], ...] = (
+        ("sites", lambda data: upsert_site(session, data, who=who, now=now)),
+        ("hosts", lambda data: upsert_host(session, data, who=who, now=now, limits=limits)),
+    )
     for kind, upsert in upserts:
         for index, data in enumerate(doc[kind]):
             try:
-                row, outcome = upsert(session, data, actor=who.actor, now=now)
+                row, outcome = upsert(data)
                 result[kind][outcome].append(row.name)
             except CertfleetError as exc:
                 problems[f"{kind}[{index}] {data['name']}"] = exc.message
+                denied = denied or isinstance(exc, Forbidden | OutOfScope)
+    if denied:
+        raise Forbidden(
+            f"the inventory has {len(problems)} problem(s), some beyond this token's rights; "
+            "nothing was applied",
+            problems,
+        )
     if problems:
         raise ValidationFailed(
             f"the inventory has {len(problems)} problem(s); nothing was applied", problems

@@ -93,6 +93,5 @@ class IssuanceRequestById(MethodView):
     @blp.response(200, IssuanceOutSchema)
     def get(self, args: dict[str, Any], request_id: int) -> IssuanceRequest:
         rt = runtime()
-        row = service.get_request(rt.session(), request_id)
-        principal().require_read(row.host.site_id)
+        row = service.get_request(rt.session(), request_id, principal())
         return service.wait_finished(rt.session(), rt.redis_client, row, args["wait"])

@@ -18,7 +18,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload
 
 from services.api.auth import Principal
-from shared import events, waiting
+from shared import access, events, waiting
 from shared.db.models import Host, IssuanceRequest
 from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
 from shared.issuance import (
@@ -44,11 +44,13 @@ class Accepted:
     created: bool
 
 
-def get_request(session: Session, request_id: int) -> IssuanceRequest:
-    """The request with its host (which the answer names and the caller's scope checks)."""
+def get_request(session: Session, request_id: int, who: Principal | None = None) -> IssuanceRequest:
+    """The request with its host (which the answer names), if it lies in the reader's scope."""
     row = session.get(IssuanceRequest, request_id, options=[joinedload(IssuanceRequest.host)])
     if row is None:
         raise NotFound(f"issuance request {request_id} does not exist")
+    if who is not None:
+        who.require_read(row.host.site_id)
     return row
 
 
@@ -90,8 +92,8 @@ def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[An
     if args["status"]:
         query = query.where(IssuanceRequest.status == args["status"])
     if who.scoped_site_id is not None:
-        query = query.join(Host, Host.id == IssuanceRequest.host_id).where(
-            Host.site_id == who.scoped_site_id
+        query = access.scope(
+            query.join(Host, Host.id == IssuanceRequest.host_id), Host.site_id, who
         )
     return query
 

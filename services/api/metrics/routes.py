@@ -6,7 +6,7 @@ from flask import Response
 from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.api.auth import requires
+from services.api.auth import principal, requires
 from services.api.context import runtime
 from services.api.metrics import service
 
@@ -26,6 +26,6 @@ blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 def metrics() -> Response:
     rt = runtime()
     current = service.snapshot(
-        rt.session(), rt.redis_client, rt.clock.now(), rt.settings.metrics_leaf_cap
+        rt.session(), rt.redis_client, rt.clock.now(), rt.settings.metrics_leaf_cap, principal()
     )
     return Response(generate_latest(current), mimetype=CONTENT_TYPE_LATEST)  # type: ignore[arg-type]

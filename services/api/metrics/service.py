@@ -10,6 +10,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
+from typing import Any
 
 import redis
 from prometheus_client.core import (
@@ -21,6 +22,8 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from services.api.auth import Principal
+from shared import access
 from shared.contracts import QUEUE_DISTRIBUTE, QUEUE_EXPIRY, QUEUE_ISSUE
 from shared.db.models import (
     CAMPAIGN_STATUSES,
@@ -59,16 +62,27 @@ class Snapshot:
         yield from self._metrics
 
 
-def snapshot(session: Session, client: redis.Redis, now: dt.datetime, leaf_cap: int) -> Snapshot:
+def snapshot(
+    session: Session, client: redis.Redis, now: dt.datetime, leaf_cap: int, who: Principal
+) -> Snapshot:
+    """The metrics as `who` may read them: a reader scoped to one site gets that site's rows
+    only (shared.access); the CAs, queues and task runs are the deployment's, not a site's."""
     return Snapshot(
         [
-            *expirations(session, now, leaf_cap),
+            *expirations(session, now, leaf_cap, who),
             counts_by(
                 session,
                 "certfleet_certificates",
                 "Certificates by status",
                 Certificate.status,
                 CERTIFICATE_STATUSES,
+                access.scope(
+                    select(Certificate.status, func.count()).join(
+                        Host, Host.id == Certificate.host_id
+                    ),
+                    Host.site_id,
+                    who,
+                ),
             ),
             counts_by(
                 session,
@@ -76,6 +90,13 @@ def snapshot(session: Session, client: redis.Redis, now: dt.datetime, leaf_cap: 
                 "Issuance requests by status",
                 IssuanceRequest.status,
                 REQUEST_STATUSES,
+                access.scope(
+                    select(IssuanceRequest.status, func.count()).join(
+                        Host, Host.id == IssuanceRequest.host_id
+                    ),
+                    Host.site_id,
+                    who,
+                ),
             ),
             counts_by(
                 session,
@@ -83,16 +104,19 @@ def snapshot(session: Session, client: redis.Redis, now: dt.datetime, leaf_cap: 
                 "Campaigns by status",
                 Campaign.status,
                 CAMPAIGN_STATUSES,
+                access.scope(select(Campaign.status, func.count()), Campaign.site_id, who),
             ),
-            deliveries(session),
-            probes(session),
+            deliveries(session, who),
+            probes(session, who),
             queue_depths(client),
             *task_metrics(session),
         ]
     )
 
 
-def expirations(session: Session, now: dt.datetime, leaf_cap: int) -> Iterable[Metric]:
+def expirations(
+    session: Session, now: dt.datetime, leaf_cap: int, who: Principal
+) -> Iterable[Metric]:
     """Every CA's expiry, the `leaf_cap` active leaf certificates that expire first one by
     one, and every active leaf counted by the days it has left."""
     family = GaugeMetricFamily(
@@ -110,13 +134,17 @@ def expirations(session: Session, now: dt.datetime, leaf_cap: int) -> Iterable[M
         if not_after is not None:
             family.add_metric(["ca", name, "", "", serial or ""], not_after.timestamp())
     leaves = session.execute(
-        select(Authority.name, Site.name, Host.name, Certificate.serial, Certificate.not_after)
-        .join(Host, Certificate.host_id == Host.id)
-        .join(Site, Host.site_id == Site.id)
-        .join(Authority, Certificate.authority_id == Authority.id)
-        .where(Certificate.status == "active")
-        .order_by(Certificate.not_after, Certificate.id)
-        .limit(leaf_cap)
+        access.scope(
+            select(Authority.name, Site.name, Host.name, Certificate.serial, Certificate.not_after)
+            .join(Host, Certificate.host_id == Host.id)
+            .join(Site, Host.site_id == Site.id)
+            .join(Authority, Certificate.authority_id == Authority.id)
+            .where(Certificate.status == "active")
+            .order_by(Certificate.not_after, Certificate.id)
+            .limit(leaf_cap),
+            Host.site_id,
+            who,
+        )
     )
     listed = 0
     for authority, site, host, serial, not_after in leaves:
@@ -130,13 +158,19 @@ def expirations(session: Session, now: dt.datetime, leaf_cap: int) -> Iterable[M
         labels=["days"],
     )
     row = session.execute(
-        select(
-            *(
-                func.count().filter(Certificate.not_after <= now + dt.timedelta(days=days))
-                for days in EXPIRY_WINDOWS_DAYS
-            ),
-            func.count(),
-        ).where(Certificate.status == "active")
+        access.scope(
+            select(
+                *(
+                    func.count().filter(Certificate.not_after <= now + dt.timedelta(days=days))
+                    for days in EXPIRY_WINDOWS_DAYS
+                ),
+                func.count(),
+            )
+            .join(Host, Host.id == Certificate.host_id)
+            .where(Certificate.status == "active"),
+            Host.site_id,
+            who,
+        )
     ).one()
     for days, count in zip([*map(str, EXPIRY_WINDOWS_DAYS), "+Inf"], row, strict=True):
         windows.add_metric([days], count)
@@ -154,9 +188,11 @@ def counts_by(
     documentation: str,
     column: InstrumentedAttribute[str],
     statuses: Sequence[str],
+    query: Any,
 ) -> Metric:
-    """Rows by status, every known status present (0 when none)."""
-    rows = session.execute(select(column, func.count()).group_by(column))
+    """Rows by status (`query` selects the status and a count, scoped), every known status
+    present (0 when none)."""
+    rows = session.execute(query.group_by(column))
     found: dict[str, int] = {status: count for status, count in rows}
     family = GaugeMetricFamily(name, documentation, labels=["status"])
     for status in statuses:
@@ -164,12 +200,16 @@ def counts_by(
     return family
 
 
-def deliveries(session: Session) -> Metric:
+def deliveries(session: Session, who: Principal) -> Metric:
     found = {
         (kind, status): count
         for kind, status, count in session.execute(
-            select(Delivery.kind, Delivery.status, func.count()).group_by(
-                Delivery.kind, Delivery.status
+            access.scope(
+                select(Delivery.kind, Delivery.status, func.count())
+                .join(Host, Host.id == Delivery.host_id)
+                .group_by(Delivery.kind, Delivery.status),
+                Host.site_id,
+                who,
             )
         )
     }
@@ -182,15 +222,20 @@ def deliveries(session: Session) -> Metric:
     return family
 
 
-def probes(session: Session) -> Metric:
+def probes(session: Session, who: Principal) -> Metric:
     """What the hosts' TLS endpoints present, for the deliveries of certificates still in
     use: `mismatch` is a certificate renewed but not bound."""
     found = dict.fromkeys(PROBE_STATES, 0)
     rows = session.execute(
-        select(Delivery.probe_state, func.count())
-        .join(Certificate, Delivery.certificate_id == Certificate.id)
-        .where(Delivery.kind == "certificate", Certificate.status == "active")
-        .group_by(Delivery.probe_state)
+        access.scope(
+            select(Delivery.probe_state, func.count())
+            .join(Certificate, Delivery.certificate_id == Certificate.id)
+            .join(Host, Host.id == Delivery.host_id)
+            .where(Delivery.kind == "certificate", Certificate.status == "active")
+            .group_by(Delivery.probe_state),
+            Host.site_id,
+            who,
+        )
     )
     for state, count in rows:
         found[state] = count

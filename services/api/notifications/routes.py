@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -23,9 +24,9 @@ from services.api.notifications.schemas import (
     SiteMuteOutSchema,
 )
 from services.api.sites.service import find_site, get_site
-from shared import events
+from shared import access, events
 from shared.db.models import NotificationChannel, Site
-from shared.errors import Conflict, ValidationFailed
+from shared.errors import Conflict, Forbidden, ValidationFailed
 
 MAX_MUTE = dt.timedelta(days=400)
 
@@ -59,6 +60,10 @@ class Channels(MethodView):
     def post(self, data: dict[str, Any]) -> NotificationChannel:
         rt = runtime()
         session = rt.session()
+        if data["kind"] == "webhook":
+            rt.settings.delivery_limits.check_destination(
+                urlsplit(data["target"]).hostname or "", "target"
+            )
         channel = create_channel(session, data, actor=principal().actor, now=rt.clock.now())
         session.commit()
         return channel
@@ -73,7 +78,10 @@ class ChannelMute(MethodView):
         rt = runtime()
         session = rt.session()
         channel = get_or_404(session, NotificationChannel, channel_id, "notification channel")
-        principal().require_write(channel.site_id)
+        who = principal()
+        if channel.site_id is None and who.scoped_site_id is not None:
+            raise Forbidden("a channel of every site needs a token that is not scoped to one")
+        who.require_write(channel.site_id)
         now = rt.clock.now()
         channel.muted_until = checked_until(data["until"], now)
         record_mute(session, "notification_channel", channel.id, channel.site_id, data, now)
@@ -89,8 +97,11 @@ class SiteMute(MethodView):
     def post(self, data: dict[str, Any], site_id: int) -> Site:
         rt = runtime()
         session = rt.session()
-        site = get_site(session, site_id)
-        principal().require_write(site.id)
+        who = principal()
+        site = get_site(session, site_id, who)
+        access.require_change(
+            who, "site", ["muted_until"], before_site_id=site.id, after_site_id=site.id
+        )
         now = rt.clock.now()
         site.muted_until = checked_until(data["until"], now)
         record_mute(session, "site", site.id, site.id, data, now)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,18 +11,17 @@ import marshmallow as ma
 from services.api.sites.schemas import NAME_PATTERN
 from services.expiry_watcher.channels import recipients_of, server_of
 from shared.db.models import DEFAULT_THRESHOLDS, NOTIFICATION_KINDS
+from shared.delivery_settings import env_name
 
 MAX_THRESHOLD_DAYS = 825
 MAX_RECIPIENTS = 50
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class WebhookSettingsSchema(ma.Schema):
     """See services.expiry_watcher.channels for what each setting does."""
 
-    secret_env = ma.fields.String(
-        validate=ma.validate.Regexp(ENV_NAME, error="name an environment variable"),
-        metadata={"description": "watcher variable holding the HMAC secret; signs the body"},
+    secret_env = env_name(
+        metadata={"description": "watcher's CERTFLEET_SECRET_* variable holding the HMAC secret"}
     )
     allow_http = ma.fields.Boolean(
         metadata={"description": "accept an http:// target (on-prem chat without TLS)"}

@@ -11,6 +11,7 @@ from sqlalchemy import case, func, select
 
 from services.api.auth import principal, requires
 from services.api.context import runtime
+from shared import access
 from shared.db.models import Authority, Certificate, Host, Site
 
 blp = Blueprint("reports", __name__, url_prefix="/api/v1/reports", description="Reports")
@@ -68,8 +69,8 @@ def expiry_report(args: dict[str, Any]) -> dict[str, Any]:
     horizon = now + dt.timedelta(days=args["within_days"])
     scope = [Certificate.status == "active", Certificate.not_after <= horizon]
     who = principal()
-    if who.site_id is not None:
-        scope.append(Host.site_id == who.site_id)
+    if who.scoped_site_id is not None:
+        scope.append(Host.site_id == who.scoped_site_id)
     base = select(Certificate, Host.name, Site.name).join(Host, Host.id == Certificate.host_id)
     rows = session.execute(
         base.join(Site, Site.id == Host.site_id)
@@ -88,9 +89,14 @@ def expiry_report(args: dict[str, Any]) -> dict[str, Any]:
     ).all()
     latest = dict(
         session.execute(
-            select(Certificate.authority_id, func.max(Certificate.not_after))
-            .where(Certificate.status == "active")
-            .group_by(Certificate.authority_id)
+            access.scope(
+                select(Certificate.authority_id, func.max(Certificate.not_after))
+                .join(Host, Host.id == Certificate.host_id)
+                .where(Certificate.status == "active")
+                .group_by(Certificate.authority_id),
+                Host.site_id,
+                who,
+            )
         ).all()
     )
     authorities = [

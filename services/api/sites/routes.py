@@ -12,8 +12,8 @@ from services.api.auth import principal, requires
 from services.api.context import runtime
 from services.api.sites import service
 from services.api.sites.schemas import SiteInSchema, SiteListArgs, SiteOutSchema, SitePatchSchema
+from shared import access
 from shared.db.models import Site
-from shared.errors import Forbidden
 
 blp = Blueprint("sites", __name__, url_prefix="/api/v1/sites", description="Sites of the VMS")
 
@@ -24,12 +24,9 @@ class Sites(MethodView):
     @blp.arguments(SiteListArgs, location="query")
     @blp.response(200, SiteOutSchema(many=True))
     def get(self, args: dict[str, Any]) -> list[Site]:
-        query = select(Site).order_by(Site.id)
+        query = access.scope(select(Site).order_by(Site.id), Site.id, principal())
         if args["name"]:
             query = query.where(Site.name == args["name"])
-        who = principal()
-        if who.scoped_site_id is not None:
-            query = query.where(Site.id == who.scoped_site_id)
         return list(runtime().session().scalars(query))
 
     @requires("admin")
@@ -38,7 +35,7 @@ class Sites(MethodView):
     def post(self, data: dict[str, Any]) -> Site:
         rt = runtime()
         session = rt.session()
-        site = service.create_site(session, data, actor=principal().actor, now=rt.clock.now())
+        site = service.create_site(session, data, who=principal(), now=rt.clock.now())
         session.commit()
         return site
 
@@ -48,9 +45,7 @@ class SiteById(MethodView):
     @requires("auditor")
     @blp.response(200, SiteOutSchema)
     def get(self, site_id: int) -> Site:
-        site = service.get_site(runtime().session(), site_id)
-        principal().require_read(site.id)
-        return site
+        return service.get_site(runtime().session(), site_id, principal())
 
     @requires("operator")
     @blp.arguments(SitePatchSchema)
@@ -58,12 +53,9 @@ class SiteById(MethodView):
     def patch(self, data: dict[str, Any], site_id: int) -> Site:
         rt = runtime()
         session = rt.session()
-        site = service.get_site(session, site_id)
         who = principal()
-        who.require_write(site.id)
-        if "authority" in data and who.role != "admin":
-            raise Forbidden("only an admin can change a site's issuing authority")
-        service.update_site(session, site, data, actor=principal().actor, now=rt.clock.now())
+        site = service.get_site(session, site_id, who)
+        service.update_site(session, site, data, who=who, now=rt.clock.now())
         session.commit()
         return site
 
@@ -72,6 +64,6 @@ class SiteById(MethodView):
     def delete(self, site_id: int) -> None:
         rt = runtime()
         session = rt.session()
-        site = service.get_site(session, site_id)
+        site = service.get_site(session, site_id, principal())
         service.delete_site(session, site, actor=principal().actor, now=rt.clock.now())
         session.commit()

@@ -8,8 +8,8 @@ from typing import Any
 
 import marshmallow as ma
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.api.common import by_name_or_404, find_by_name, get_or_404
-from shared import events
+from shared import access, events
+from shared.access import Principal
 from shared.db.models import ApiToken, Authority, Host, Site
 from shared.errors import Conflict, ValidationFailed
 from shared.policy import normalize_dns_suffix, parse_network
@@ -26,8 +27,12 @@ SITE_FIELDS = (
 )
 
 
-def get_site(session: Session, site_id: int) -> Site:
-    return get_or_404(session, Site, site_id, "site")
+def get_site(session: Session, site_id: int, who: Principal | None = None) -> Site:
+    """The site, if it exists and (given a reader) lies in its scope; 404 otherwise."""
+    site = get_or_404(session, Site, site_id, "site")
+    if who is not None:
+        who.require_read(site.id)
+    return site
 
 
 def find_site(session: Session, name: str) -> Site | None:
@@ -83,41 +88,55 @@ def apply_changes(row: Any, changes: dict[str, Any]) -> bool:
     return changed
 
 
+def changed_fields(row: Any, changes: dict[str, Any], aliases: dict[str, str]) -> list[str]:
+    """The fields (by their API names) whose value `changes` would change."""
+    return sorted(aliases.get(k, k) for k, v in changes.items() if getattr(row, k) != v)
+
+
 def upsert_site(
-    session: Session, data: dict[str, Any], *, actor: str, now: dt.datetime
+    session: Session, data: dict[str, Any], *, who: Principal, now: dt.datetime
 ) -> tuple[Site, Outcome]:
+    """Create or update by name, as far as shared.access lets `who`: creating a site, and
+    changing its authority or its name policy, is an admin's."""
     changes = normalized(data)
     site = find_site(session, data["name"])
     if site is None:
+        access.require_fields(who, "site", ["create"])
         authority = resolve_authority(session, data.get("authority"))
         site = Site(name=data["name"], authority=authority, created_at=now, updated_at=now)
         apply_changes(site, changes)
         session.add(site)
         session.flush()
-        events.record(session, "site.created", actor, at=now, site_id=site.id, name=site.name)
+        events.record(session, "site.created", who.actor, at=now, site_id=site.id, name=site.name)
         return site, "created"
+    who.require_read(site.id)
     if data.get("authority") is not None:
         changes["authority_id"] = resolve_authority(session, data["authority"]).id
+    fields = changed_fields(site, changes, {"authority_id": "authority"})
+    access.require_change(who, "site", fields, before_site_id=site.id, after_site_id=site.id)
     if not apply_changes(site, changes):
         return site, "unchanged"
     site.updated_at = now
-    events.record(session, "site.updated", actor, at=now, site_id=site.id, fields=sorted(changes))
+    events.record(session, "site.updated", who.actor, at=now, site_id=site.id, fields=fields)
     return site, "updated"
 
 
-def create_site(session: Session, data: dict[str, Any], *, actor: str, now: dt.datetime) -> Site:
+def create_site(
+    session: Session, data: dict[str, Any], *, who: Principal, now: dt.datetime
+) -> Site:
+    access.require_fields(who, "site", ["create"])
     if find_site(session, data["name"]) is not None:
         raise Conflict(f"site {data['name']!r} already exists")
-    site, _ = upsert_site(session, data, actor=actor, now=now)
+    site, _ = upsert_site(session, data, who=who, now=now)
     return site
 
 
 def update_site(
-    session: Session, site: Site, data: dict[str, Any], *, actor: str, now: dt.datetime
+    session: Session, site: Site, data: dict[str, Any], *, who: Principal, now: dt.datetime
 ) -> Site:
     if "name" in data and data["name"] != site.name:
         raise ValidationFailed("a site cannot be renamed", {"name": ["cannot change"]})
-    upsert_site(session, {**data, "name": site.name}, actor=actor, now=now)
+    upsert_site(session, {**data, "name": site.name}, who=who, now=now)
     return site
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow as ma
 
 from shared.db.models import TOKEN_ROLES
@@ -10,7 +12,15 @@ from shared.db.models import TOKEN_ROLES
 class TokenInSchema(ma.Schema):
     name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
     role = ma.fields.String(required=True, validate=ma.validate.OneOf(TOKEN_ROLES))
-    site = ma.fields.String(load_default=None, metadata={"description": "scope an operator"})
+    site = ma.fields.String(
+        load_default=None,
+        metadata={"description": "scope an operator or auditor to one site (not an admin)"},
+    )
+
+    @ma.validates_schema
+    def admins_are_unscoped(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("role") == "admin" and data.get("site"):
+            raise ma.ValidationError("an admin token reaches every site; it takes no site", "site")
 
 
 class TokenOutSchema(ma.Schema):

@@ -1,10 +1,15 @@
 """The directory target: write a host's files into a directory of the distributor (a local
 folder or a mounted share that the host, or its own tooling, picks them up from).
 
-Settings (plain JSON from the inventory):
-    path            absolute directory; created (with its parents) when missing
-    layout          "host" (default): the files go to <path>/<host name>/; "flat": to <path>
-    group_readable  false (default); true makes the public files 0640 instead of 0644
+Settings (shared.delivery_settings.DirectorySettings):
+    path              absolute directory inside one of the deployment's delivery roots
+                      (CERTFLEET_DELIVERY_ROOTS); created (with its parents) when missing
+    layout            "host" (default): the files go to <path>/<host name>/; "flat": to <path>
+    group_readable    false (default); true makes the public files 0640 instead of 0644
+    pfx_password_env  optional CERTFLEET_SECRET_* variable: also write a PFX with it
+
+The directory, with every symbolic link resolved, must still lie inside a root when the files
+are written: a link planted inside a root cannot lead the target out of it.
 
 Every file is written beside its final name, with its final mode from the moment it exists,
 fsynced, and renamed over the old file; the directory is fsynced after the renames. A reader
@@ -14,7 +19,8 @@ one unit: the key is written first and the certificate last, so a reader that se
 certificate also finds its key.
 
 This target runs no reload step, so `installed` is always false; a `reload_command` in the
-settings is refused rather than silently ignored (use the ssh target or the agent).
+settings is refused (unknown key) rather than silently ignored (use the ssh target or the
+agent).
 
 Errors: bad settings, and OS errors that only an operator can clear (permission denied,
 read-only file system, a file where the directory should be), are permanent. Every other OS
@@ -27,7 +33,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +47,10 @@ from services.distributor.targets.base import (
     Bundle,
     Delivered,
     TargetError,
+    parse_settings,
 )
+from shared.delivery_settings import resolved_within
 
-LAYOUTS = ("host", "flat")
 DIRECTORY_MODE = 0o755
 # Keys before the certificate that needs them; the certificate last of all.
 INSTALL_ORDER = (KEY_FILE, PFX_FILE, CHAIN_FILE, FULLCHAIN_FILE, TRUST_FILE, CERT_FILE)
@@ -73,13 +80,6 @@ def install_order(files: Mapping[str, tuple[bytes, int]]) -> list[tuple[str, tup
 def temp_name(name: str) -> str:
     """A hidden name beside `name` for the file being written (no `*.pem` glob matches it)."""
     return f".{name}.tmp-{secrets.token_hex(6)}"
-
-
-def flag(settings: Mapping[str, Any], name: str) -> bool:
-    value = settings.get(name, False)
-    if not isinstance(value, bool):
-        raise TargetError(f"the setting {name} must be true or false", retryable=False)
-    return value
 
 
 def write_atomic(directory: Path, name: str, content: bytes, mode: int) -> None:
@@ -116,11 +116,18 @@ def fsync_directory(directory: Path) -> None:
 class DirectoryTarget:
     method = "directory"
 
+    def __init__(self, roots: Sequence[Path] = ()) -> None:
+        """`roots`: the only directories (and their subdirectories) this target writes in."""
+        self.roots = tuple(roots)
+
     def deliver(self, bundle: Bundle, settings: Mapping[str, Any]) -> Delivered:
-        directory = self._directory(bundle, settings)
-        files = install_order(bundle.files(flag(settings, "group_readable")))
+        config = parse_settings(self.method, settings)
+        directory = self._directory(bundle, config)
+        files = install_order(bundle.files(config["group_readable"]))
         try:
+            self._check_inside_roots(directory)
             directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+            self._check_inside_roots(directory)  # a link swapped in while it was made
             for name, (content, mode) in files:
                 write_atomic(directory, name, content, mode)
             fsync_directory(directory)
@@ -131,28 +138,21 @@ class DirectoryTarget:
             ) from exc
         return Delivered(installed=False, detail=f"wrote {len(files)} files to {directory}")
 
-    def _directory(self, bundle: Bundle, settings: Mapping[str, Any]) -> Path:
-        if settings.get("reload_command"):
+    def _check_inside_roots(self, directory: Path) -> None:
+        if not resolved_within(str(directory), self.roots):
             raise TargetError(
-                "the directory target runs no reload_command: use the ssh target or the agent",
+                f"{directory} lies outside the distributor's delivery roots "
+                "(CERTFLEET_DELIVERY_ROOTS)",
                 retryable=False,
             )
-        path = settings.get("path")
-        if not isinstance(path, str) or not path or not os.path.isabs(path):
-            raise TargetError(
-                f"the directory target needs an absolute path, not {path!r}", retryable=False
-            )
-        layout = settings.get("layout", "host")
-        if layout not in LAYOUTS:
-            raise TargetError(
-                f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}", retryable=False
-            )
-        if layout == "flat":
-            return Path(path)
+
+    def _directory(self, bundle: Bundle, config: Mapping[str, Any]) -> Path:
+        if config["layout"] == "flat":
+            return Path(config["path"])
         name = bundle.host_name
         if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
             raise TargetError(f"the host name {name!r} cannot be a directory name", retryable=False)
-        return Path(path) / name
+        return Path(config["path"]) / name
 
 
 def _describe(exc: OSError) -> str:

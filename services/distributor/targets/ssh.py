@@ -1,15 +1,20 @@
 """The SSH target: upload a host's files over SFTP, then run the host's reload command.
 
-Settings (plain JSON from the inventory; the private key is named, never stored there):
-    host, port (22), username
+Settings (shared.delivery_settings.SshSettings; the private key is named, never stored):
+    host            one of the host's own registered DNS names or addresses (no other host may
+                    hold it), port (22), username
     path            absolute directory on the host; created (with its parents) when missing
     host_key        the host's public key as an OpenSSH line ("ssh-ed25519 AAAA..."), e.g.
                     from `ssh-keyscan` or /etc/ssh/ssh_host_ed25519_key.pub. Required: the
                     server must present exactly this key, there is no trust on first use
-    key_file_env    name of the distributor's environment variable that holds the path of the
-                    private key file (or `key_file`: that absolute path itself)
+    key_file_env    a CERTFLEET_SECRET_* variable of the distributor holding the path of the
+                    private key file (the deployment decides which key files exist)
     reload_command  optional; runs through the user's shell on the host after the upload
     group_readable  false (default); true makes the public files 0640 instead of 0644
+
+The connection goes to an address that the outbound destination policy allows
+(shared.destinations). Errors name a category (refused, timed out, host key mismatch, ...),
+never what the server said, and never the key file's path.
 
 Authentication is by that key only: no agent, no ~/.ssh keys, no passwords. Each file goes to
 a hidden temporary name beside the final one, is chmod-ed to its final mode while still empty,
@@ -32,19 +37,25 @@ import base64
 import binascii
 import contextlib
 import errno
-import os
 import posixpath
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import paramiko
 from paramiko.pkey import UnknownKeyType
 
-from services.distributor.targets.base import Bundle, Delivered, TargetError
-from services.distributor.targets.directory import flag, install_order, temp_name
+from services.distributor.targets.base import (
+    Bundle,
+    Delivered,
+    TargetError,
+    named_file,
+    parse_settings,
+)
+from services.distributor.targets.directory import install_order, temp_name
+from shared.destinations import DestinationPolicy, DestinationRefused, connection_category
 
 DEFAULT_PORT = 22
 DIRECTORY_MODE = 0o755
@@ -67,58 +78,27 @@ class SshSettings:
         return f"{self.username}@{self.host}:{self.port}"
 
     @classmethod
-    def parse(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> SshSettings:
-        """Validate the inventory's settings; every problem here is permanent."""
-        port = settings.get("port", DEFAULT_PORT)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise TargetError(f"port must be a TCP port number, not {port!r}", retryable=False)
-        path = _text(settings, "path")
-        if not path.startswith("/"):
-            raise TargetError(f"path must be an absolute path, not {path!r}", retryable=False)
-        reload_command = settings.get("reload_command")
-        if reload_command is not None and not (isinstance(reload_command, str) and reload_command):
-            raise TargetError("reload_command must be a non-empty string", retryable=False)
-        if "host_key" not in settings:
+    def parse(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str], host_names: Iterable[str]
+    ) -> SshSettings:
+        """Validate the stored settings; every problem here is permanent."""
+        config = parse_settings("ssh", settings)
+        host = config["host"].strip("[]").lower()
+        if host not in {n.lower() for n in host_names}:
             raise TargetError(
-                "the ssh target needs the host's public key in host_key "
-                '("ssh-ed25519 AAAA..."): it never connects to an unknown host',
+                "the ssh target must connect to one of the host's own names or addresses",
                 retryable=False,
             )
         return cls(
-            host=_text(settings, "host"),
-            port=port,
-            username=_text(settings, "username"),
-            path=path,
-            host_key=parse_host_key(_text(settings, "host_key")),
-            key_file=_key_file(settings, environ),
-            reload_command=reload_command,
-            group_readable=flag(settings, "group_readable"),
+            host=host,
+            port=config["port"],
+            username=config["username"],
+            path=config["path"],
+            host_key=parse_host_key(config["host_key"]),
+            key_file=named_file(environ, config["key_file_env"], "key_file_env"),
+            reload_command=config.get("reload_command"),
+            group_readable=config["group_readable"],
         )
-
-
-def _text(settings: Mapping[str, Any], name: str) -> str:
-    value = settings.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise TargetError(f"the ssh target needs the setting {name}", retryable=False)
-    return value.strip()
-
-
-def _key_file(settings: Mapping[str, Any], environ: Mapping[str, str]) -> str:
-    if settings.get("key_file_env"):
-        variable = _text(settings, "key_file_env")
-        path = environ.get(variable, "")
-        if not path:
-            raise TargetError(
-                f"the variable {variable} (key_file_env) is not set on the distributor",
-                retryable=False,
-            )
-    elif settings.get("key_file"):
-        path = _text(settings, "key_file")
-    else:
-        raise TargetError("the ssh target needs key_file_env (or key_file)", retryable=False)
-    if not os.path.isabs(path):
-        raise TargetError(f"the SSH key file must be an absolute path: {path!r}", retryable=False)
-    return path
 
 
 def parse_host_key(line: str) -> Any:
@@ -137,22 +117,18 @@ def parse_host_key(line: str) -> Any:
 
 
 def load_client_key(path: str) -> Any:
+    """The private key; errors never name the path (it is the deployment's, not the user's)."""
     try:
         return paramiko.PKey.from_path(path)
     except paramiko.PasswordRequiredException as exc:
         raise TargetError(
-            f"the SSH key file {path} is encrypted: certfleet needs an unencrypted key file "
+            "the SSH key file is encrypted: certfleet needs an unencrypted key file "
             "that only the distributor can read",
             retryable=False,
         ) from exc
-    except OSError as exc:
+    except (OSError, paramiko.SSHException, UnknownKeyType, ValueError, TypeError) as exc:
         raise TargetError(
-            f"the SSH key file {path} cannot be read on the distributor: {exc.strerror or exc}",
-            retryable=False,
-        ) from exc
-    except (paramiko.SSHException, UnknownKeyType, ValueError, TypeError) as exc:
-        raise TargetError(
-            f"the SSH key file {path} holds no private key that can be used", retryable=False
+            "the SSH key file holds no private key that can be used", retryable=False
         ) from exc
 
 
@@ -168,17 +144,20 @@ class SshTarget:
         self,
         environ: Mapping[str, str] | None = None,
         *,
+        policy: DestinationPolicy | None = None,
         timeout: float = 15.0,
         command_timeout: float = 120.0,
     ) -> None:
-        """`environ` is the distributor's environment, where key_file_env is looked up;
-        `timeout` bounds connecting and each SSH/SFTP exchange, `command_timeout` the reload."""
+        """`environ` holds the distributor's CERTFLEET_SECRET_* variables, where key_file_env
+        is looked up; `policy` says which addresses may be reached; `timeout` bounds
+        connecting and each SSH/SFTP exchange, `command_timeout` the reload."""
         self._environ: Mapping[str, str] = environ if environ is not None else {}
+        self._policy = policy or DestinationPolicy()
         self.timeout = timeout
         self.command_timeout = command_timeout
 
     def deliver(self, bundle: Bundle, settings: Mapping[str, Any]) -> Delivered:
-        config = SshSettings.parse(settings, self._environ)
+        config = SshSettings.parse(settings, self._environ, bundle.host_names)
         client_key = load_client_key(config.key_file)
         files = install_order(bundle.files(config.group_readable))
         client = self._connect(config, client_key)
@@ -200,8 +179,17 @@ class SshTarget:
             _known_hosts_name(config.host, config.port), expected.get_name(), expected
         )
         try:
+            sock = self._policy.connect(config.host, config.port, self.timeout)
+        except DestinationRefused as exc:
+            client.close()
+            raise TargetError(
+                f"cannot reach {config.where} over SSH: {exc.category}",
+                retryable=exc.category not in ("not allowed",),
+            ) from exc
+        try:
             client.connect(
                 config.host,
+                sock=sock,
                 port=config.port,
                 username=config.username,
                 pkey=client_key,
@@ -214,9 +202,11 @@ class SshTarget:
             )
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
+            sock.close()
             raise _connect_error(config, exc) from exc
         except BaseException:
             client.close()
+            sock.close()
             raise
         return client
 
@@ -234,13 +224,14 @@ class SshTarget:
                 sftp.close()
         except OSError as exc:
             permanent = exc.errno in (errno.EACCES, errno.EPERM)
+            what = "permission denied" if permanent else connection_category(exc)
             raise TargetError(
-                f"SFTP upload to {config.where}{config.path} failed: {exc.strerror or exc}",
+                f"SFTP upload to {config.where}{config.path} failed: {what}",
                 retryable=not permanent,
             ) from exc
         except (paramiko.SSHException, EOFError) as exc:
             raise TargetError(
-                f"SFTP upload to {config.where}{config.path} failed: {type(exc).__name__} {exc}",
+                f"SFTP upload to {config.where}{config.path} failed: connection closed",
                 retryable=True,
             ) from exc
 
@@ -264,7 +255,7 @@ class SshTarget:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise TargetError(
                 f"the files are delivered to {config.where} but not installed: the reload "
-                f"command could not run ({type(exc).__name__}: {exc})",
+                f"command could not run ({connection_category(exc)})",
                 retryable=True,
             ) from exc
         if status != 0:
@@ -277,29 +268,20 @@ class SshTarget:
 
 
 def _connect_error(config: SshSettings, exc: Exception) -> TargetError:
-    if isinstance(exc, paramiko.BadHostKeyException):
+    """A category only: nothing the server sent (banner, key, message) is repeated."""
+    if isinstance(exc, paramiko.BadHostKeyException) or (
+        isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc)
+    ):
+        # RejectPolicy: a server that offers no key of the expected type ends here too.
         return TargetError(
-            f"host key mismatch at {config.host}:{config.port}: the server presented "
-            f"{exc.key.get_name()} {exc.key.fingerprint}, the inventory expects "
-            f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}",
+            f"host key mismatch at {config.host}:{config.port}: the server does not present "
+            "the host_key of the inventory",
             retryable=False,
         )
     if isinstance(exc, paramiko.AuthenticationException):
-        return TargetError(
-            f"{config.where} refused the configured SSH key ({exc})", retryable=False
-        )
-    if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
-        # RejectPolicy: unreachable while the key is registered under connect()'s lookup name.
-        return TargetError(
-            f"host key mismatch at {config.host}:{config.port}: the server offers no "
-            f"{config.host_key.get_name()} key",
-            retryable=False,
-        )
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return TargetError(f"{config.where} refused the configured SSH key", retryable=False)
     return TargetError(
-        f"cannot reach {config.where} over SSH: {type(exc).__name__}"
-        + (f": {detail}" if detail else ""),
-        retryable=True,
+        f"cannot reach {config.where} over SSH: {connection_category(exc)}", retryable=True
     )
 
 

@@ -27,106 +27,46 @@ body (which might echo the request).
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import hmac
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from services.distributor.targets.base import Bundle, Delivered, TargetError
-from services.distributor.targets.directory import flag
+from services.distributor.targets.base import (
+    Bundle,
+    Delivered,
+    TargetError,
+    named_file,
+    named_secret,
+    parse_settings,
+)
 from shared.clock import Clock, SystemClock
+from shared.destinations import DestinationPolicy
+from shared.webhooks import (
+    SIGNATURE_HEADER,
+    SIGNATURE_PREFIX,
+    TIMESTAMP_HEADER,
+    PostFailed,
+    post,
+    retryable_status,
+    sign,
+    verify_signature,
+)
 
-TIMESTAMP_HEADER = "X-Certfleet-Timestamp"
-SIGNATURE_HEADER = "X-Certfleet-Signature"
-SIGNATURE_PREFIX = "sha256="
-DEFAULT_TOLERANCE = 300
-MAX_TIMEOUT = 300.0
-RETRYABLE_CLIENT_ERRORS = (408, 429)
-
-
-class PostFailed(Exception):
-    """The POST got no HTTP answer. The message names the receiver as `where` only."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-
-
-def post(
-    session: requests.Session,
-    url: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    timeout: float,
-    verify: bool | str,
-    where: str,
-) -> tuple[int, str]:
-    """POST `body` without following redirects; return the status and reason. A TLS failure
-    is permanent (the trust settings must change), timeouts and refused connections are
-    retryable. Shared by the webhook target and the webhook notification channel."""
-    try:
-        with session.post(
-            url,
-            data=body,
-            headers=dict(headers),
-            timeout=timeout,
-            verify=verify,
-            allow_redirects=False,
-        ) as response:
-            return response.status_code, response.reason or ""
-    except requests.exceptions.SSLError as exc:
-        raise PostFailed(
-            f"TLS with the webhook receiver {where} failed (is ca_file right?)", retryable=False
-        ) from exc
-    except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
-        raise PostFailed(
-            f"the webhook receiver {where} did not answer: {type(exc).__name__}", retryable=True
-        ) from exc
-    except requests.exceptions.RequestException as exc:
-        raise PostFailed(
-            f"the request to the webhook receiver {where} failed: {type(exc).__name__}",
-            retryable=False,
-        ) from exc
-
-
-def retryable_status(status: int) -> bool:
-    """A non-2xx answer worth trying again: 5xx, 408 and 429."""
-    return status >= 500 or status in RETRYABLE_CLIENT_ERRORS
-
-
-def sign(secret: str | bytes, timestamp: str, body: bytes) -> str:
-    """The X-Certfleet-Signature value for `body` sent at `timestamp` (Unix seconds)."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    digest = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return SIGNATURE_PREFIX + digest
-
-
-def verify_signature(
-    secret: str | bytes,
-    timestamp: str,
-    body: bytes,
-    header: str,
-    now: dt.datetime | float,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> bool:
-    """For receivers: true when `header` (X-Certfleet-Signature) signs the raw `body` with
-    `timestamp` (X-Certfleet-Timestamp) and that timestamp is within `tolerance` seconds of
-    `now` (an aware datetime or Unix seconds)."""
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-        return False
-    current = now.timestamp() if isinstance(now, dt.datetime) else float(now)
-    if abs(current - int(timestamp)) > tolerance:
-        return False
-    expected = sign(secret, timestamp, body).encode()
-    return hmac.compare_digest(expected, header.strip().encode("utf-8", errors="replace"))
+__all__ = [
+    "SIGNATURE_HEADER",
+    "SIGNATURE_PREFIX",
+    "TIMESTAMP_HEADER",
+    "PostFailed",
+    "WebhookTarget",
+    "payload",
+    "post",
+    "retryable_status",
+    "sign",
+    "verify_signature",
+]
 
 
 def payload(bundle: Bundle, include_key: bool) -> bytes:
@@ -163,22 +103,28 @@ class WebhookTarget:
         self,
         environ: Mapping[str, str] | None = None,
         *,
+        policy: DestinationPolicy | None = None,
         clock: Clock | None = None,
         timeout: float = 10.0,
         session: requests.Session | None = None,
     ) -> None:
-        """`environ` is the distributor's environment, where secret_env is looked up."""
+        """`environ` holds the distributor's CERTFLEET_SECRET_* variables, where secret_env
+        and ca_file_env are looked up; `policy` says which receivers may be reached."""
         self._environ: Mapping[str, str] = environ if environ is not None else {}
+        self._policy = policy or DestinationPolicy()
         self._clock: Clock = clock or SystemClock()
         self.timeout = timeout
         self._session = session or requests.Session()
 
     def deliver(self, bundle: Bundle, settings: Mapping[str, Any]) -> Delivered:
-        url = self._url(settings)
-        secret = self._secret(settings)
-        verify = self._verify(settings)
-        timeout = self._timeout(settings)
-        body = payload(bundle, flag(settings, "include_key"))
+        config = parse_settings(self.method, settings)
+        url = config["url"]
+        secret = named_secret(self._environ, config["secret_env"], "secret_env")
+        verify: str | bool = True
+        if "ca_file_env" in config:
+            verify = named_file(self._environ, config["ca_file_env"], "ca_file_env")
+        timeout = float(config.get("timeout") or self.timeout)
+        body = payload(bundle, config["include_key"])
         timestamp = str(int(self._clock.now().timestamp()))
         headers = {
             "Content-Type": "application/json",
@@ -187,70 +133,22 @@ class WebhookTarget:
         }
         where = safe_url(url)
         try:
-            status, reason = post(
-                self._session, url, body, headers, timeout=timeout, verify=verify, where=where
+            status = post(
+                self._session,
+                url,
+                body,
+                headers,
+                timeout=timeout,
+                verify=verify,
+                where=where,
+                policy=self._policy,
             )
         except PostFailed as exc:
             raise TargetError(exc.message, retryable=exc.retryable) from exc
         if 200 <= status < 300:
             return Delivered(installed=False, detail=f"{where} answered {status}")
-        retryable = retryable_status(status)
-        if 300 <= status < 400:
-            reason = f"{reason}; redirects are not followed".lstrip("; ")
+        note = "; redirects are not followed" if 300 <= status < 400 else ""
         raise TargetError(
-            f"the webhook receiver {where} answered {status} {reason}".rstrip(),
-            retryable=retryable,
+            f"the webhook receiver {where} answered {status}{note}",
+            retryable=retryable_status(status),
         )
-
-    def _url(self, settings: Mapping[str, Any]) -> str:
-        url = settings.get("url")
-        if not isinstance(url, str) or not url:
-            raise TargetError("the webhook target needs a url", retryable=False)
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError as exc:
-            raise TargetError("the webhook url is not a valid URL", retryable=False) from exc
-        if parts.scheme.lower() != "https" or not parts.hostname:
-            raise TargetError(
-                f"the webhook url must be https://, not {safe_url(url)}", retryable=False
-            )
-        return url
-
-    def _secret(self, settings: Mapping[str, Any]) -> str:
-        variable = settings.get("secret_env")
-        if not isinstance(variable, str) or not variable:
-            raise TargetError(
-                "the webhook target needs secret_env: the receiver must be able to check "
-                "who sent the bundle",
-                retryable=False,
-            )
-        secret = self._environ.get(variable, "")
-        if not secret:
-            raise TargetError(
-                f"the variable {variable} (secret_env) is not set on the distributor",
-                retryable=False,
-            )
-        return secret
-
-    def _verify(self, settings: Mapping[str, Any]) -> str | bool:
-        ca_file = settings.get("ca_file")
-        if ca_file is None:
-            return True
-        if not isinstance(ca_file, str) or not os.path.isabs(ca_file):
-            raise TargetError("ca_file must be an absolute path", retryable=False)
-        if not os.path.isfile(ca_file):
-            raise TargetError(
-                f"ca_file {ca_file} is not a file on the distributor", retryable=False
-            )
-        return ca_file
-
-    def _timeout(self, settings: Mapping[str, Any]) -> float:
-        value = settings.get("timeout", self.timeout)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TargetError("timeout must be a number of seconds", retryable=False)
-        if not 0 < value <= MAX_TIMEOUT:
-            raise TargetError(
-                f"timeout must be between 0 and {MAX_TIMEOUT:.0f} seconds", retryable=False
-            )
-        return float(value)

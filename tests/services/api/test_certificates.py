@@ -201,8 +201,8 @@ def test_list_filters_and_cursor_pagination(api: ApiHarness) -> None:
     scoped = api.get("/api/v1/certificates", token=operator).get_json()["items"]
     assert [c["host"] for c in scoped] == ["sto-rec01"]
     other = next(c for c in active if c["host"] == "hq-rec02")
-    assert api.get(f"/api/v1/certificates/{other['id']}", token=operator).status_code == 403
-    assert api.get(f"/api/v1/certificates/{other['id']}/pem", token=operator).status_code == 403
+    assert api.get(f"/api/v1/certificates/{other['id']}", token=operator).status_code == 404
+    assert api.get(f"/api/v1/certificates/{other['id']}/pem", token=operator).status_code == 404
 
 
 def test_server_keys_are_encrypted_at_rest(api: ApiHarness) -> None:

@@ -51,7 +51,7 @@ def test_doctor_names_what_is_missing(deployment: dict[str, str]) -> None:
     code, checks = doctor(deployment)
     assert code == 1
     status = {name: c["status"] for name, c in checks.items()}
-    assert status["database"] == "ok" and "schema 0009" in checks["database"]["detail"]
+    assert status["database"] == "ok" and "schema 0010" in checks["database"]["detail"]
     assert status["redis"] in ("ok", "warn")
     for queue in ("issue", "distribute", "expiry"):
         assert status[f"workers: {queue}"] == "fail"

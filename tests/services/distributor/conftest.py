@@ -57,8 +57,9 @@ def make_bundle(root_ca: IssuedCa, intermediate_ca: IssuedCa) -> BundleFactory:
 
     def make(host: str = "rec01", *, with_key: bool = True, kind: str = "certificate") -> Bundle:
         trust = to_pem(root_ca.certificate)
+        names = (f"{host}.site1.example.com", host, "127.0.0.1")
         if kind == "trust":
-            return Bundle(host, "trust", trust, fingerprint="f" * 64)
+            return Bundle(host, "trust", trust, host_names=names, fingerprint="f" * 64)
         key = rsa_key()
         leaf = sign_server_certificate(
             key.public_key(),
@@ -72,6 +73,7 @@ def make_bundle(root_ca: IssuedCa, intermediate_ca: IssuedCa) -> BundleFactory:
             host,
             "certificate",
             trust,
+            host_names=names,
             certificate_pem=to_pem(leaf),
             chain_pem=to_pem(intermediate_ca.certificate) + trust,
             fingerprint=fingerprint_sha256(leaf),

@@ -46,7 +46,7 @@ def umask(value: int) -> Iterator[None]:
 def test_writes_every_file_with_its_mode_under_the_host_directory(
     tmp_path: Path, bundle: Bundle
 ) -> None:
-    result = DirectoryTarget().deliver(bundle, {"path": str(tmp_path / "share")})
+    result = DirectoryTarget([tmp_path]).deliver(bundle, {"path": str(tmp_path / "share")})
 
     directory = tmp_path / "share" / bundle.host_name
     assert not result.installed
@@ -62,7 +62,7 @@ def test_writes_every_file_with_its_mode_under_the_host_directory(
 
 
 def test_flat_layout_and_group_readable(tmp_path: Path, bundle: Bundle) -> None:
-    DirectoryTarget().deliver(
+    DirectoryTarget([tmp_path]).deliver(
         bundle, {"path": str(tmp_path), "layout": "flat", "group_readable": True}
     )
 
@@ -73,7 +73,7 @@ def test_flat_layout_and_group_readable(tmp_path: Path, bundle: Bundle) -> None:
 
 
 def test_modes_do_not_depend_on_the_umask(tmp_path: Path, bundle: Bundle) -> None:
-    target = DirectoryTarget()
+    target = DirectoryTarget([tmp_path])
     with umask(0):
         target.deliver(bundle, {"path": str(tmp_path / "open"), "layout": "flat"})
     with umask(0o077):
@@ -88,14 +88,14 @@ def test_a_trust_bundle_writes_only_the_trust_file(
     tmp_path: Path, make_bundle: BundleFactory
 ) -> None:
     trust = make_bundle(kind="trust")
-    DirectoryTarget().deliver(trust, {"path": str(tmp_path), "layout": "flat"})
+    DirectoryTarget([tmp_path]).deliver(trust, {"path": str(tmp_path), "layout": "flat"})
 
     assert os.listdir(tmp_path) == [TRUST_FILE]
     assert (tmp_path / TRUST_FILE).read_bytes() == trust.trust_pem
 
 
 def test_replaces_files_by_rename_not_in_place(tmp_path: Path, make_bundle: BundleFactory) -> None:
-    target = DirectoryTarget()
+    target = DirectoryTarget([tmp_path])
     settings = {"path": str(tmp_path), "layout": "flat"}
     old, new = make_bundle(), make_bundle()
     target.deliver(old, settings)
@@ -112,7 +112,7 @@ def test_replaces_files_by_rename_not_in_place(tmp_path: Path, make_bundle: Bund
 def test_a_reader_sees_only_whole_old_or_new_files(
     tmp_path: Path, make_bundle: BundleFactory
 ) -> None:
-    target = DirectoryTarget()
+    target = DirectoryTarget([tmp_path])
     settings = {"path": str(tmp_path), "layout": "flat"}
     versions = [make_bundle(), make_bundle()]
     contents = {b.key_pem for b in versions}
@@ -143,7 +143,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, bundle: Bundle)
     (tmp_path / CERT_FILE).mkdir()  # rename over a directory fails
 
     with pytest.raises(TargetError) as caught:
-        DirectoryTarget().deliver(bundle, {"path": str(tmp_path), "layout": "flat"})
+        DirectoryTarget([tmp_path]).deliver(bundle, {"path": str(tmp_path), "layout": "flat"})
 
     assert not caught.value.retryable
     assert "EISDIR" in caught.value.message
@@ -154,9 +154,15 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path, bundle: Bundle)
     ("settings", "words"),
     [
         ({"path": "relative/dir"}, "absolute path"),
-        ({}, "absolute path"),
+        ({}, "'path'"),
         ({"path": "/tmp/x", "layout": "nested"}, "layout"),
-        ({"path": "/tmp/x", "group_readable": "yes"}, "group_readable"),
+        ({"path": "/tmp/x", "group_readable": "maybe"}, "group_readable"),
+        ({"path": "/tmp/x/../../etc"}, "'..'"),
+        ({"path": "/tmp/x", "pahth": "/tmp/y"}, "pahth"),  # unknown keys are refused
+        (
+            {"path": "/tmp/x", "pfx_password_env": "CERTFLEET_CA_KEY_PASSPHRASE"},
+            "CERTFLEET_SECRET_",
+        ),
         ({"path": "/tmp/x", "reload_command": "systemctl reload nginx"}, "reload_command"),
     ],
 )
@@ -164,7 +170,7 @@ def test_bad_settings_are_permanent(
     tmp_path: Path, bundle: Bundle, settings: dict[str, object], words: str
 ) -> None:
     with pytest.raises(TargetError) as caught:
-        DirectoryTarget().deliver(bundle, settings)
+        DirectoryTarget([tmp_path]).deliver(bundle, settings)
 
     assert not caught.value.retryable
     assert words in caught.value.message
@@ -174,7 +180,7 @@ def test_a_file_where_the_directory_should_be_is_permanent(tmp_path: Path, bundl
     (tmp_path / "share").write_text("not a directory")
 
     with pytest.raises(TargetError) as caught:
-        DirectoryTarget().deliver(bundle, {"path": str(tmp_path / "share")})
+        DirectoryTarget([tmp_path]).deliver(bundle, {"path": str(tmp_path / "share")})
 
     assert not caught.value.retryable
     assert "ENOTDIR" in caught.value.message
@@ -184,7 +190,27 @@ def test_a_host_name_that_is_no_directory_name_is_refused(
     tmp_path: Path, make_bundle: BundleFactory
 ) -> None:
     with pytest.raises(TargetError) as caught:
-        DirectoryTarget().deliver(make_bundle(host=".."), {"path": str(tmp_path)})
+        DirectoryTarget([tmp_path]).deliver(make_bundle(host=".."), {"path": str(tmp_path)})
 
     assert not caught.value.retryable
     assert os.listdir(tmp_path) == []
+
+
+def test_nothing_is_written_outside_the_delivery_roots(tmp_path: Path, bundle: Bundle) -> None:
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    target = DirectoryTarget([root])
+    with pytest.raises(TargetError) as caught:
+        target.deliver(bundle, {"path": str(elsewhere), "layout": "flat"})
+    assert not caught.value.retryable
+    assert "outside the distributor's delivery roots" in caught.value.message
+    # A link inside the root that leads out of it is followed to where it leads: refused too.
+    (root / "escape").symlink_to(elsewhere)
+    with pytest.raises(TargetError):
+        target.deliver(bundle, {"path": str(root / "escape"), "layout": "flat"})
+    with pytest.raises(TargetError):
+        target.deliver(bundle, {"path": str(root / "escape" / "deeper")})
+    assert os.listdir(elsewhere) == []
+    target.deliver(bundle, {"path": str(root / "inside"), "layout": "flat"})
+    assert set(os.listdir(root / "inside")) == ALL_FILES

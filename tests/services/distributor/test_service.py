@@ -19,6 +19,8 @@ from shared.clock import FixedClock
 from shared.db.models import Delivery, Host
 from shared.db.session import Database
 from tests.factories import (
+    LOOPBACK,
+    SSH_KEY_VARIABLE,
     issue_certificate,
     make_host,
     make_root_authority,
@@ -41,18 +43,36 @@ def world(database: Database, wall_clock: FixedClock, ca_passphrase: str, tmp_pa
     with database.session() as session:
         root = make_root_authority(session, ca_passphrase, wall_clock)
         site = make_site(session, root)
+        site.ip_ranges = [*site.ip_ranges, "127.0.0.0/8"]
         host = make_host(session, site, name="rec01")
         host.delivery = {"method": "directory", "settings": {"path": str(tmp_path / "certs")}}
         host.tls_endpoints = [f"127.0.0.1:{free_port()}"]
         client = make_host(session, site, name="client01", roles=["client"])
         client.delivery = {"method": "directory", "settings": {"path": str(tmp_path / "trust")}}
+        host.ip_addresses = [*host.ip_addresses, "127.0.0.1"]
+        _roots[id(wall_clock)] = tmp_path
         return World(host.id, client.id, tmp_path / "certs" / "rec01")
 
 
-def context(clock: FixedClock, data_key: str) -> service.Context:
+def context(
+    clock: FixedClock, data_key: str | None, environ: dict[str, str] | None = None
+) -> service.Context:
     return service.Context(
-        {"directory": DirectoryTarget(), "ssh": SshTarget(environ={})}, clock, data_key
+        {
+            "directory": DirectoryTarget([clock_root(clock)]),
+            "ssh": SshTarget(environ=environ or {}, policy=LOOPBACK),
+        },
+        clock,
+        data_key,
     )
+
+
+_roots: dict[int, Path] = {}
+
+
+def clock_root(clock: FixedClock) -> Path:
+    """The delivery root of the test that made `clock` (its tmp_path, see `world`)."""
+    return _roots[id(clock)]
 
 
 def row(database: Database, delivery_id: int) -> Delivery:
@@ -96,7 +116,11 @@ def test_probe_verifies_only_the_issued_certificate(
         (world.target_dir / "fullchain.pem").rename(world.target_dir / "served-fullchain.pem")
         service.attempt(database, newer_delivery, context(wall_clock, data_key))
         outcome = service.verify(
-            database, newer_delivery, TlsProber(), wall_clock, dt.timedelta(seconds=1)
+            database,
+            newer_delivery,
+            TlsProber(policy=LOOPBACK),
+            wall_clock,
+            dt.timedelta(seconds=1),
         )
         assert outcome.retry_in == dt.timedelta(seconds=1)
         unbound = row(database, newer_delivery)
@@ -110,7 +134,8 @@ def test_probe_verifies_only_the_issued_certificate(
             assert host is not None
             host.tls_endpoints = [f"127.0.0.1:{port}"]
         assert (
-            service.verify(database, newer_delivery, TlsProber(), wall_clock).status == "verified"
+            service.verify(database, newer_delivery, TlsProber(policy=LOOPBACK), wall_clock).status
+            == "verified"
         )
     assert row(database, newer_delivery).probe_state == "match"
     # The first delivery's certificate was superseded before it was probed: never verified.
@@ -133,7 +158,7 @@ def test_refused_connection_is_retried_with_backoff(
         "username": "root",
         "path": "/tmp/x",
         "host_key": ssh_keygen(tmp_path / "host_key"),
-        "key_file": str(client_key),
+        "key_file_env": SSH_KEY_VARIABLE,
     }
     with database.session() as session:
         host = session.get(Host, world.host_id)
@@ -141,7 +166,8 @@ def test_refused_connection_is_retried_with_backoff(
         host.delivery = {"method": "ssh", "settings": settings}
     cert_id = issue_certificate(database, wall_clock, world.host_id, ca_passphrase, data_key)
     [delivery_id] = service.distribute_certificates(database, [cert_id], wall_clock)
-    outcome = service.attempt(database, delivery_id, context(wall_clock, data_key))
+    environ = {SSH_KEY_VARIABLE: str(client_key)}
+    outcome = service.attempt(database, delivery_id, context(wall_clock, data_key, environ))
     assert outcome.retry_in is not None
     waiting = row(database, delivery_id)
     assert waiting.status == "pending" and waiting.next_attempt_at is not None

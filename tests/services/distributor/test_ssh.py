@@ -19,11 +19,13 @@ from services.distributor.targets.base import (
     TargetError,
 )
 from services.distributor.targets.ssh import SshTarget
+from shared.destinations import DestinationPolicy
 from tests.ports import free_port
 from tests.services.distributor.conftest import BundleFactory
 from tests.sshd import SshServer, ssh_keygen
 
-KEY_VARIABLE = "CERTFLEET_TEST_SSH_KEY"
+KEY_VARIABLE = "CERTFLEET_SECRET_TEST_SSH_KEY"
+LOOPBACK = DestinationPolicy.build(["127.0.0.0/8"])
 
 
 def mode_of(path: Path) -> int:
@@ -31,7 +33,9 @@ def mode_of(path: Path) -> int:
 
 
 def target_for(sshd: SshServer, key: Path | None = None) -> SshTarget:
-    return SshTarget(environ={KEY_VARIABLE: str(key or sshd.client_key)}, timeout=5)
+    return SshTarget(
+        environ={KEY_VARIABLE: str(key or sshd.client_key)}, policy=LOOPBACK, timeout=5
+    )
 
 
 def settings_for(sshd: SshServer, path: Path, **overrides: Any) -> dict[str, Any]:
@@ -122,7 +126,9 @@ def test_a_failing_reload_command_is_retryable_and_says_why(
 def test_a_reload_command_that_hangs_times_out(
     tmp_path: Path, sshd: SshServer, bundle: Bundle
 ) -> None:
-    target = SshTarget(environ={KEY_VARIABLE: str(sshd.client_key)}, command_timeout=0.5)
+    target = SshTarget(
+        environ={KEY_VARIABLE: str(sshd.client_key)}, policy=LOOPBACK, command_timeout=0.5
+    )
 
     error = deliver_error(target, bundle, settings_for(sshd, tmp_path, reload_command="sleep 5"))
 
@@ -203,13 +209,14 @@ def test_a_remote_path_that_is_a_file_is_permanent(
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"key_file_env": "CERTFLEET_TEST_UNSET_VARIABLE"}, "CERTFLEET_TEST_UNSET_VARIABLE"),
+        ({"key_file_env": "CERTFLEET_SECRET_TEST_UNSET"}, "CERTFLEET_SECRET_TEST_UNSET"),
         ({"key_file_env": None}, "key_file_env"),
-        ({"key_file_env": None, "key_file": "relative/key"}, "absolute path"),
-        ({"key_file_env": None, "key_file": "/nonexistent/key"}, "cannot be read"),
+        ({"key_file_env": "CERTFLEET_CA_KEY_PASSPHRASE"}, "CERTFLEET_SECRET_"),
+        ({"key_file": "/etc/shadow"}, "key_file"),  # a path of the distributor: unknown key
         ({"path": "relative/dir"}, "absolute path"),
         ({"port": "22"}, "port"),
         ({"username": None}, "username"),
+        ({"host": "10.99.0.1"}, "own names"),  # another machine than the host itself
     ],
 )
 def test_bad_settings_are_permanent(
@@ -224,9 +231,55 @@ def test_bad_settings_are_permanent(
     assert words in error.message
 
 
-def test_key_file_may_be_named_directly(tmp_path: Path, sshd: SshServer, bundle: Bundle) -> None:
-    settings = settings_for(sshd, tmp_path, key_file_env=None, key_file=str(sshd.client_key))
+def test_a_key_file_that_cannot_be_used_is_not_named(
+    tmp_path: Path, sshd: SshServer, bundle: Bundle
+) -> None:
+    """The variable's value (a path on the distributor) never reaches a message."""
+    secret_path = str(tmp_path / "private-keys" / "site-b-key")
+    target = SshTarget(environ={KEY_VARIABLE: secret_path}, policy=LOOPBACK, timeout=5)
+    error = deliver_error(target, bundle, settings_for(sshd, tmp_path))
+    assert not error.retryable
+    assert KEY_VARIABLE in error.message and "cannot be used" in error.message
+    assert "private-keys" not in error.message and "site-b-key" not in error.message
 
-    SshTarget(timeout=5).deliver(bundle, settings)
 
-    assert (tmp_path / KEY_FILE).read_bytes() == bundle.key_pem
+def test_loopback_needs_the_deployment_to_allow_it(
+    tmp_path: Path, sshd: SshServer, bundle: Bundle
+) -> None:
+    target = SshTarget(environ={KEY_VARIABLE: str(sshd.client_key)}, timeout=5)
+    error = deliver_error(target, bundle, settings_for(sshd, tmp_path / "never"))
+    assert not error.retryable
+    assert "not allowed" in error.message
+    assert not (tmp_path / "never").exists()
+
+
+def test_what_a_port_answers_is_never_repeated(
+    tmp_path: Path, sshd: SshServer, bundle: Bundle
+) -> None:
+    """A service that is not SSH answers with its banner; the error names a category."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def answer() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"220 mail.internal.example ESMTP SECRET-BANNER-7f3a\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        error = deliver_error(target_for(sshd), bundle, settings_for(sshd, tmp_path, port=port))
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+    assert "SECRET-BANNER" not in error.message and "mail.internal" not in error.message
+    assert error.message.startswith("cannot reach")

@@ -20,22 +20,31 @@ from services.distributor.targets.webhook import (
     verify_signature,
 )
 from shared.clock import FixedClock
+from shared.destinations import DestinationPolicy
 from tests.ports import free_port
-from tests.services.distributor.conftest import WEBHOOK_SECRET, BundleFactory, Receiver
+from tests.services.distributor.conftest import (
+    WEBHOOK_SECRET,
+    BundleFactory,
+    Receiver,
+    ReceiverPki,
+)
 
-SECRET_VARIABLE = "CERTFLEET_TEST_WEBHOOK_SECRET"
+SECRET_VARIABLE = "CERTFLEET_SECRET_TEST_WEBHOOK"
+CA_VARIABLE = "CERTFLEET_SECRET_TEST_WEBHOOK_CA"
+LOOPBACK = DestinationPolicy.build(["127.0.0.0/8"])
 
 
 @pytest.fixture
-def target(wall_clock: FixedClock) -> WebhookTarget:
-    return WebhookTarget(environ={SECRET_VARIABLE: WEBHOOK_SECRET}, clock=wall_clock, timeout=5)
+def target(wall_clock: FixedClock, receiver_pki: ReceiverPki) -> WebhookTarget:
+    environ = {SECRET_VARIABLE: WEBHOOK_SECRET, CA_VARIABLE: str(receiver_pki.ca_file)}
+    return WebhookTarget(environ=environ, policy=LOOPBACK, clock=wall_clock, timeout=5)
 
 
 def settings_for(receiver: Receiver, status: int | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "url": receiver.url(status),
         "secret_env": SECRET_VARIABLE,
-        "ca_file": str(receiver.ca_file),
+        "ca_file_env": CA_VARIABLE,
         **extra,
     }
 
@@ -178,7 +187,7 @@ def test_a_receiver_the_ca_file_does_not_vouch_for_is_permanent(
     target: WebhookTarget, receiver: Receiver, bundle: Bundle
 ) -> None:
     settings = settings_for(receiver)
-    del settings["ca_file"]  # the system trust store does not know the test CA
+    del settings["ca_file_env"]  # the system trust store does not know the test CA
 
     error = deliver_error(target, bundle, settings)
 
@@ -205,7 +214,7 @@ def test_a_silent_receiver_times_out_and_is_retryable(
     error = deliver_error(target, bundle, settings)
 
     assert error.retryable
-    assert "Timeout" in error.message
+    assert "timed out" in error.message
 
 
 def test_messages_name_the_url_without_its_query_or_credentials(
@@ -224,11 +233,12 @@ def test_messages_name_the_url_without_its_query_or_credentials(
     ("settings", "words"),
     [
         ({"secret_env": None}, "secret_env"),
-        ({"secret_env": "CERTFLEET_TEST_UNSET_VARIABLE"}, "CERTFLEET_TEST_UNSET_VARIABLE"),
+        ({"secret_env": "CERTFLEET_SECRET_TEST_UNSET"}, "CERTFLEET_SECRET_TEST_UNSET"),
+        ({"secret_env": "CERTFLEET_DATA_KEY"}, "CERTFLEET_SECRET_"),
         ({"url": None}, "url"),
         ({"url": "https://127.0.0.1:notaport/"}, "url"),
-        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file"),
-        ({"ca_file": "relative.pem"}, "ca_file"),
+        ({"ca_file_env": "CERTFLEET_SECRET_TEST_NO_CA"}, "CERTFLEET_SECRET_TEST_NO_CA"),
+        ({"ca_file": "/etc/ssl/certs/ca.pem"}, "ca_file"),  # a path of the distributor
         ({"timeout": "5"}, "timeout"),
         ({"timeout": 0}, "timeout"),
         ({"include_key": "yes"}, "include_key"),
@@ -247,4 +257,21 @@ def test_bad_settings_are_permanent(
 
     assert not error.retryable
     assert words in error.message
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "169.254.169.254", "[::1]", "[fe80::1]", "224.0.0.1"]
+)
+def test_loopback_link_local_metadata_and_multicast_are_refused_by_default(
+    wall_clock: FixedClock, receiver: Receiver, bundle: Bundle, host: str
+) -> None:
+    target = WebhookTarget(environ={SECRET_VARIABLE: WEBHOOK_SECRET}, clock=wall_clock)
+    settings = {
+        "url": f"https://{host}:{receiver.url().split(':')[2]}",
+        "secret_env": SECRET_VARIABLE,
+    }
+    error = deliver_error(target, bundle, settings)
+    assert not error.retryable
+    assert "does not connect to" in error.message
     assert receiver.received == []

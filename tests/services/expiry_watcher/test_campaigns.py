@@ -38,7 +38,7 @@ from shared.db.session import Database
 from shared.errors import Conflict, ValidationFailed
 from shared.issuance import renewal_request
 from shared.pki.export import fingerprint_sha256
-from tests.factories import issue_certificate, make_host, make_root_authority, make_site
+from tests.factories import ANYWHERE, issue_certificate, make_host, make_root_authority, make_site
 
 CLOSED_WINDOW = {"start": "01:00", "end": "02:00", "timezone": "UTC", "days": ["sun"]}
 
@@ -363,7 +363,7 @@ def clients(fleet: Fleet, tmp_path: Path) -> Clients:
 def deliver_trust(fleet: Fleet, host_id: int) -> None:
     """What the distributor's workers do for a distribute_trust message, for one client."""
     for delivery_id in distributor.distribute_trust(fleet.database, [host_id], fleet.clock):
-        context = distributor.Context({"directory": DirectoryTarget()}, fleet.clock)
+        context = distributor.Context({"directory": DirectoryTarget(ANYWHERE)}, fleet.clock)
         assert distributor.attempt(fleet.database, delivery_id, context).status == "delivered"
 
 

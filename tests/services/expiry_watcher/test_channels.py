@@ -29,7 +29,7 @@ from services.expiry_watcher.channels import (
     make_factory,
 )
 from shared.clock import FixedClock, SystemClock
-from tests.factories import FIXED_NOW
+from tests.factories import FIXED_NOW, LOOPBACK
 from tests.ports import free_port
 from tests.services.distributor.conftest import (  # noqa: F401 - fixtures
     WEBHOOK_SECRET,
@@ -231,10 +231,12 @@ def test_starttls_against_a_server_without_it_is_permanent(smtp: SmtpSink) -> No
 def test_the_factory_builds_email_channels_only_with_a_relay(smtp: SmtpSink) -> None:
     spec = ChannelSpec(1, "ops-mail", "email", "ops@example.com, nvr@example.com")
     clock = FixedClock(FIXED_NOW)
-    make_factory(SmtpRelay("127.0.0.1", smtp.port, SENDER), {}, clock)(spec).send(NOTICE)
+    make_factory(SmtpRelay("127.0.0.1", smtp.port, SENDER), {}, clock, policy=LOOPBACK)(spec).send(
+        NOTICE
+    )
     assert smtp.mails[0].recipients == ["ops@example.com", "nvr@example.com"]
 
-    unconfigured = make_factory(SmtpRelay(None), {}, clock)(spec)
+    unconfigured = make_factory(SmtpRelay(None), {}, clock, policy=LOOPBACK)(spec)
     with pytest.raises(ChannelError) as caught:
         unconfigured.send(NOTICE)
     assert not caught.value.retryable
@@ -249,10 +251,11 @@ def test_https_webhook_posts_text_and_fields_signed_like_the_distributor(
     receiver: Receiver,  # noqa: F811
 ) -> None:
     channel = WebhookChannel(
-        {"HOOK_SECRET": WEBHOOK_SECRET},
+        {"CERTFLEET_SECRET_HOOK": WEBHOOK_SECRET},
         SystemClock(),  # the receiver checks the timestamp against the real clock
         url=receiver.url(),
-        settings={"secret_env": "HOOK_SECRET", "ca_file": str(receiver.ca_file)},
+        settings={"secret_env": "CERTFLEET_SECRET_HOOK", "ca_file": str(receiver.ca_file)},
+        policy=LOOPBACK,
     )
     channel.send(NOTICE)
 
@@ -267,7 +270,7 @@ def test_https_webhook_posts_text_and_fields_signed_like_the_distributor(
 def test_https_webhook_with_an_untrusted_certificate_is_permanent(
     receiver: Receiver,  # noqa: F811
 ) -> None:
-    channel = WebhookChannel({}, SystemClock(), url=receiver.url())
+    channel = WebhookChannel({}, SystemClock(), url=receiver.url(), policy=LOOPBACK)
     with pytest.raises(ChannelError) as caught:
         channel.send(NOTICE)
     assert not caught.value.retryable
@@ -280,7 +283,7 @@ def test_plain_http_needs_allow_http_and_is_then_unsigned_without_secret_env(
 ) -> None:
     url = f"{http_receiver.base_url}/hooks/T01/{URL_TOKEN}"
     spec = ChannelSpec(3, "chat", "webhook", url)
-    refused = make_factory(SmtpRelay(None), {}, SystemClock())(spec)
+    refused = make_factory(SmtpRelay(None), {}, SystemClock(), policy=LOOPBACK)(spec)
     with pytest.raises(ChannelError) as caught:
         refused.send(NOTICE)
     assert not caught.value.retryable
@@ -288,7 +291,7 @@ def test_plain_http_needs_allow_http_and_is_then_unsigned_without_secret_env(
     assert http_receiver.hits == []
 
     allowed = ChannelSpec(3, "chat", "webhook", url, {"allow_http": True})
-    make_factory(SmtpRelay(None), {}, SystemClock())(allowed).send(NOTICE)
+    make_factory(SmtpRelay(None), {}, SystemClock(), policy=LOOPBACK)(allowed).send(NOTICE)
     [hit] = http_receiver.hits
     assert hit.path == f"/hooks/T01/{URL_TOKEN}"
     assert hit.json()["text"] == NOTICE.subject
@@ -301,10 +304,11 @@ def test_webhook_answers_sort_into_retryable_and_permanent_without_the_url_path(
     http_receiver: HttpReceiver, status: int, retryable: bool
 ) -> None:
     channel = WebhookChannel(
-        {"HOOK_SECRET": WEBHOOK_SECRET},
+        {"CERTFLEET_SECRET_HOOK": WEBHOOK_SECRET},
         SystemClock(),
         url=f"{http_receiver.base_url}/hooks/{URL_TOKEN}/{status}?key={URL_TOKEN}",
-        settings={"allow_http": True, "secret_env": "HOOK_SECRET"},
+        settings={"allow_http": True, "secret_env": "CERTFLEET_SECRET_HOOK"},
+        policy=LOOPBACK,
     )
     with pytest.raises(ChannelError) as caught:
         channel.send(NOTICE)
@@ -317,16 +321,22 @@ def test_webhook_answers_sort_into_retryable_and_permanent_without_the_url_path(
 
 def test_webhook_that_does_not_answer_is_retryable_and_a_missing_secret_is_not() -> None:
     url = f"http://127.0.0.1:{free_port()}/hooks/{URL_TOKEN}"
-    down = WebhookChannel({}, SystemClock(), url=url, settings={"allow_http": True})
+    down = WebhookChannel(
+        {}, SystemClock(), url=url, settings={"allow_http": True}, policy=LOOPBACK
+    )
     with pytest.raises(ChannelError) as caught:
         down.send(NOTICE)
     assert caught.value.retryable
     assert URL_TOKEN not in caught.value.message
 
     unsigned = WebhookChannel(
-        {}, SystemClock(), url=url, settings={"allow_http": True, "secret_env": "NOT_SET"}
+        {},
+        SystemClock(),
+        url=url,
+        settings={"allow_http": True, "secret_env": "CERTFLEET_SECRET_NOT_SET"},
+        policy=LOOPBACK,
     )
     with pytest.raises(ChannelError) as missing:
         unsigned.send(NOTICE)
     assert not missing.value.retryable
-    assert "NOT_SET" in missing.value.message
+    assert "CERTFLEET_SECRET_NOT_SET" in missing.value.message

@@ -45,6 +45,7 @@ from shared.db.models import (
 )
 from shared.db.session import Database
 from tests.factories import (
+    LOOPBACK,
     issue_certificate,
     make_host,
     make_request,
@@ -136,7 +137,9 @@ def world(database: Database, clock: FixedClock, ca_passphrase: str, data_key: s
 
 
 def factory_for(world: World, smtp_port: int, environ: dict[str, str] | None = None) -> Any:
-    return make_factory(SmtpRelay("127.0.0.1", smtp_port, SENDER), environ or {}, world.clock)
+    return make_factory(
+        SmtpRelay("127.0.0.1", smtp_port, SENDER), environ or {}, world.clock, policy=LOOPBACK
+    )
 
 
 def notice_of(mail: Any) -> str:
@@ -561,9 +564,11 @@ def test_a_receiver_that_stays_down_fails_after_five_attempts_and_leaks_no_secre
         "chat",
         url,
         kind="webhook",
-        settings={"allow_http": True, "secret_env": "HOOK_SECRET"},
+        settings={"allow_http": True, "secret_env": "CERTFLEET_SECRET_HOOK"},
     )
-    factory = make_factory(SmtpRelay(None), {"HOOK_SECRET": HOOK_SECRET}, world.clock)
+    factory = make_factory(
+        SmtpRelay(None), {"CERTFLEET_SECRET_HOOK": HOOK_SECRET}, world.clock, policy=LOOPBACK
+    )
     world.go_to(dt.timedelta(days=5))
     reports = []
     for wait in (0, 1, 5, 30, 120, 600, 1400):  # minutes, cumulative since the first try

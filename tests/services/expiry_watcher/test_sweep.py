@@ -24,7 +24,7 @@ from shared.db.models import Certificate, Delivery, Host, IssuanceRequest
 from shared.db.session import Database
 from shared.queue import CeleryPublisher, make_celery
 from shared.settings import Settings
-from tests.factories import make_host, make_request, make_root_authority, make_site
+from tests.factories import ANYWHERE, make_host, make_request, make_root_authority, make_site
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_everything_completes_after_redis_lost_all_its_data(
     [(task, payload)] = messages(queue, contracts.QUEUE_DISTRIBUTE)
     assert task == contracts.TASK_DISTRIBUTE_CERTIFICATES
     planned = distributor.distribute_certificates(database, payload["certificate_ids"], clock)
-    ctx = distributor.Context({"directory": DirectoryTarget()}, clock, data_key)
+    ctx = distributor.Context({"directory": DirectoryTarget(ANYWHERE)}, clock, data_key)
     assert [distributor.attempt(database, d, ctx).status for d in planned] == ["delivered"] * 3
     clock.advance(dt.timedelta(minutes=3))
     queue.flushall()

@@ -107,6 +107,7 @@ def create_app(
         api.register_blueprint(blp)
     app.register_blueprint(dashboard_bp)  # HTML pages: not part of the OpenAPI spec
     app.before_request(_bind_request)
+    app.before_request(_whole_body)
     app.after_request(_log_request)
     app.teardown_request(_teardown)
     return app
@@ -116,6 +117,15 @@ def _bind_request() -> None:
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     g.request_id = request_id[:64]
     g.log_token = bind(request_id=g.request_id)
+
+
+def _whole_body() -> None:
+    """A body without Content-Length (chunked) is read whole here, so that one past the limit
+    is a 413: werkzeug's bounded stream would otherwise stop at the limit and hand the route
+    a silently truncated body."""
+    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        request.get_data(cache=True)
+        request.stream.read(1)  # past the limit: RequestEntityTooLarge
 
 
 def _log_request(response: Response) -> Response:

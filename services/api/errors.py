@@ -102,6 +102,12 @@ def retry_later(
     return payload, status, {"Retry-After": str(seconds)}
 
 
+def too_deep(error: Exception) -> Payload:
+    """A body nested past the parser's recursion (thousands of `[`): refused, not a 500."""
+    log.warning("request nested too deeply", extra={"fields": {"error": type(error).__name__}})
+    return body("bad_request", "the request body is nested too deeply"), 400, {}
+
+
 def concurrent_change(error: Exception) -> Payload:
     """A unique or foreign key that a concurrent writer took between our check and our
     commit (two operators registering the same name at once): the loser retries."""
@@ -118,6 +124,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(CertfleetError, domain_error)
     app.register_error_handler(sqlalchemy.exc.IntegrityError, concurrent_change)
+    app.register_error_handler(RecursionError, too_deep)
     for exc in (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,

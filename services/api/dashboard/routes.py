@@ -19,6 +19,7 @@ from flask import Blueprint, Response, g, redirect, render_template, request, ur
 from werkzeug.wrappers import Response as BaseResponse
 
 from services.api.auth import Principal, authenticate_secret
+from services.api.common import MAX_ID
 from services.api.context import runtime
 from services.api.dashboard import service
 from services.api.errors import status_of
@@ -157,6 +158,15 @@ def logout() -> BaseResponse:
     return response
 
 
+def page_id(name: str) -> int | None:
+    """A paging argument: a row ID (0 when absent), or None for anything else (too large for
+    a row ID, negative, not a number): the page answers 400 rather than guess."""
+    value = request.args.get(name, "0")
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_ID:
+        return None
+    return int(value)
+
+
 @bp.get("/")
 @signed_in
 def overview() -> Response:
@@ -194,11 +204,11 @@ def hosts() -> Response:
     problem = (
         request.args.get("problem") if request.args.get("problem") in service.PROBLEMS else None
     )
-    after = request.args.get("after", "0")
+    after = page_id("after")
+    if after is None:
+        return _page("dashboard/login.html", 400, error="that page does not exist")
     now = rt.clock.now()
-    rows, next_after = service.hosts(
-        rt.session(), reader(), site, int(after) if after.isdigit() else 0, problem, now
-    )
+    rows, next_after = service.hosts(rt.session(), reader(), site, after, problem, now)
     return _page(
         "dashboard/hosts.html",
         who=reader(),
@@ -214,13 +224,10 @@ def hosts() -> Response:
 @bp.get("/events")
 @signed_in
 def events() -> Response:
-    before = request.args.get("before", "0")
-    rows = service.events(
-        runtime().session(),
-        reader(),
-        int(before) if before.isdigit() else 0,
-        service.EVENTS_PER_PAGE,
-    )
+    before = page_id("before")
+    if before is None:
+        return _page("dashboard/login.html", 400, error="that page does not exist")
+    rows = service.events(runtime().session(), reader(), before, service.EVENTS_PER_PAGE)
     return _page(
         "dashboard/events.html",
         who=reader(),

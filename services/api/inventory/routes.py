@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import marshmallow as ma
@@ -10,6 +9,7 @@ import yaml
 from flask import request
 from flask_smorest import Blueprint
 
+from services.api import documents
 from services.api.auth import principal, requires
 from services.api.common import publish_trust
 from services.api.context import runtime
@@ -27,7 +27,11 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 def parse_document() -> dict[str, Any]:
     raw = request.get_data(cache=False)
     try:
-        doc = yaml.safe_load(raw) if request.mimetype in YAML_TYPES else json.loads(raw)
+        doc = (
+            documents.load_yaml(raw) if request.mimetype in YAML_TYPES else documents.load_json(raw)
+        )
+    except ValidationFailed:
+        raise
     except (yaml.YAMLError, ValueError) as exc:
         raise ValidationFailed("the inventory is not valid YAML or JSON") from exc
     if not isinstance(doc, dict):

@@ -9,11 +9,13 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import crls
 from shared.db.models import Authority
 from shared.errors import Conflict, KeyUnavailable, NotFound, ValidationFailed
 from shared.pki.ca import IssuedCa, create_intermediate_ca, create_root_ca
 from shared.pki.export import fingerprint_sha256, serial_hex, to_pem
 from shared.pki.keys import decrypt_private_key, encrypt_private_key
+from shared.pki.profiles import CrlProfile
 
 MAX_CHAIN_DEPTH = 8
 
@@ -35,9 +37,17 @@ def load_signer(authority: Authority, passphrase: str) -> IssuedCa:
 
 
 def generate_material(
-    session: Session, authority: Authority, *, passphrase: str, now: dt.datetime
+    session: Session,
+    authority: Authority,
+    *,
+    passphrase: str,
+    now: dt.datetime,
+    crl_profile: CrlProfile | None = None,
 ) -> None:
-    """Make the key and certificate of a pending authority and store them (key encrypted)."""
+    """Make the key and certificate of a pending authority and store them (key encrypted).
+    With `crl_profile` (every path that makes a real authority: `certfleet init` and the
+    issuer), its first, empty CRL is signed in the same transaction: an authority never
+    exists without a CRL, so a revocation check never meets a missing one."""
     if authority.kind == "root":
         issued = create_root_ca(
             authority.name,
@@ -67,6 +77,10 @@ def generate_material(
     authority.not_after = cert.not_valid_after_utc
     authority.status = "active"
     authority.reason = None
+    if crl_profile is not None:
+        session.flush()
+        if crls.store_next_crl(session, authority, issued, now=now, profile=crl_profile) is None:
+            raise Conflict(f"authority {authority.name!r} got a CRL while it was being made")
 
 
 def chain_above(session: Session, authority: Authority) -> list[x509.Certificate]:

@@ -14,7 +14,7 @@ from shared.clock import Clock
 from shared.db.migrate import upgrade
 from shared.db.models import ApiToken, Authority
 from shared.db.session import Database
-from shared.pki.profiles import DEFAULT_CA
+from shared.pki.profiles import DEFAULT_CA, CrlProfile
 from shared.settings import Settings
 from shared.tokens import create_token
 
@@ -59,7 +59,13 @@ def init(
                 )
                 session.add(authority)
                 session.flush()
-                generate_material(session, authority, passphrase=passphrase, now=now)
+                generate_material(
+                    session,
+                    authority,
+                    passphrase=passphrase,
+                    now=now,
+                    crl_profile=CrlProfile(validity_days=settings.crl_validity_days),
+                )
                 events.record(
                     session,
                     "authority.created",

@@ -408,8 +408,16 @@ def _sign_claimed(
     return outcomes
 
 
-def create_authority(db: Database, authority_id: int, *, secrets: Secrets, clock: Clock) -> str:
-    """Generate a pending authority's key and certificate. Returns its final status."""
+def create_authority(
+    db: Database,
+    authority_id: int,
+    *,
+    secrets: Secrets,
+    clock: Clock,
+    crl_profile: CrlProfile = DEFAULT_CRL,
+) -> str:
+    """Generate a pending authority's key and certificate, and sign its first CRL. Returns
+    its final status."""
     with db.session() as session:
         claimed = session.execute(
             update(Authority)
@@ -420,7 +428,7 @@ def create_authority(db: Database, authority_id: int, *, secrets: Secrets, clock
     if claimed is None:
         return "skipped"
     try:
-        return _generate_claimed_authority(db, authority_id, secrets, clock)
+        return _generate_claimed_authority(db, authority_id, secrets, clock, crl_profile)
     except Exception:
         # Hand the row back, as release() does for requests: left in `generating`, it could
         # never be claimed by the task's retry.
@@ -452,7 +460,7 @@ def fail_authority(db: Database, authority_id: int, reason: str, clock: Clock) -
 
 
 def _generate_claimed_authority(
-    db: Database, authority_id: int, secrets: Secrets, clock: Clock
+    db: Database, authority_id: int, secrets: Secrets, clock: Clock, crl_profile: CrlProfile
 ) -> str:
     with db.session() as session:
         authority = session.get(Authority, authority_id)
@@ -460,7 +468,13 @@ def _generate_claimed_authority(
         try:
             if secrets.ca_passphrase is None:
                 raise CertfleetError("CERTFLEET_CA_KEY_PASSPHRASE is not set on the issuer")
-            generate_material(session, authority, passphrase=secrets.ca_passphrase, now=clock.now())
+            generate_material(
+                session,
+                authority,
+                passphrase=secrets.ca_passphrase,
+                now=clock.now(),
+                crl_profile=crl_profile,
+            )
         except CertfleetError as exc:
             authority.status, authority.reason = "failed", exc.message
         events.record(

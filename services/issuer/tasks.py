@@ -154,7 +154,9 @@ def create_authority(self: Task, authority_id: int) -> str:
     rt = runtime()
     status = run_or_give_up(
         self,
-        lambda: service.create_authority(rt.db, authority_id, secrets=rt.secrets, clock=rt.clock),
+        lambda: service.create_authority(
+            rt.db, authority_id, secrets=rt.secrets, clock=rt.clock, crl_profile=rt.crl_profile
+        ),
         lambda reason: service.fail_authority(rt.db, authority_id, reason, rt.clock),
         "creating the CA",
     )

@@ -60,7 +60,10 @@ def test_revoke_publish_and_serve_a_crl_that_openssl_honours(
     revoked, kept = issue(api, "hq-rec01", "hq-rec02")
     authority_id = revoked["authority_id"]
     crl_url = f"/api/v1/authorities/{authority_id}/crl"
-    assert api.get(crl_url, token="").status_code == 404  # nothing published yet
+    # Signed when the authority was made: present, and empty, before any revocation.
+    first = api.get(crl_url, token="")
+    assert first.status_code == 200
+    assert len(x509.load_der_x509_crl(first.data)) == 0
 
     response = revoke(api, revoked["id"], reason="keyCompromise")
     assert response.status_code == 200, response.get_json()
@@ -83,7 +86,7 @@ def test_revoke_publish_and_serve_a_crl_that_openssl_honours(
         row = session.get(Certificate, revoked["id"])
         assert row is not None and (site_id, host_id) == (row.host.site_id, row.host_id)
 
-    assert publish_crl(api, authority_id) == 1
+    assert publish_crl(api, authority_id) == 2  # number 1 was signed with the authority
     served = api.get(crl_url, token="")  # public, like the CA certificate
     assert served.status_code == 200 and served.mimetype == "application/pkix-crl"
     crl = x509.load_der_x509_crl(served.data)
@@ -116,7 +119,7 @@ def test_the_crl_is_served_as_der_or_pem_with_cache_headers(api: ApiHarness) -> 
     [certificate] = issue(api, "hq-rec01")
     authority_id = certificate["authority_id"]
     url = f"/api/v1/authorities/{authority_id}/crl"
-    assert publish_crl(api, authority_id) == 1
+    assert publish_crl(api, authority_id) == 2  # number 1 was signed with the authority
     der = api.get(url, token="")
     assert der.headers["Vary"] == "Accept"
     assert der.cache_control.public and 0 < der.cache_control.max_age <= 300
@@ -132,7 +135,7 @@ def test_the_crl_is_served_as_der_or_pem_with_cache_headers(api: ApiHarness) -> 
     assert api.get(url, token="", query_string={"format": "p7b"}).status_code == 422
     # A new CRL is a new representation: the old ETag no longer matches.
     assert revoke(api, certificate["id"]).status_code == 200
-    assert publish_crl(api, authority_id) == 2
+    assert publish_crl(api, authority_id) == 3
     fresh = api.get(url, token="", headers={"If-None-Match": der.headers["ETag"]})
     assert fresh.status_code == 200 and fresh.headers["ETag"] != der.headers["ETag"]
     [entry] = list(x509.load_der_x509_crl(fresh.data))

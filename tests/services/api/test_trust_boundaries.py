@@ -369,3 +369,25 @@ def test_a_certificate_is_valid_for_at_most_the_days_asked_backdating_included(
     with api.db.session() as session:
         cert = session.scalars(select(Certificate)).one()
         assert cert.not_after - cert.not_before <= dt.timedelta(days=825)
+
+
+def test_a_new_authority_has_a_crl_from_the_moment_it_exists(api: ApiHarness) -> None:
+    from services.issuer import service as issuer
+    from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY
+
+    assert api.get("/api/v1/authorities/1/crl", token="").status_code == 200  # certfleet init
+    made = api.post("/api/v1/authorities", json={"name": "Second Root", "key_bits": 2048})
+    assert made.status_code == 202
+    authority_id = made.get_json()["id"]
+    secrets = issuer.Secrets(TEST_CA_PASSPHRASE, TEST_DATA_KEY)
+    assert issuer.create_authority(api.db, authority_id, secrets=secrets, clock=api.clock) == (
+        "active"
+    )
+    crl = api.get(f"/api/v1/authorities/{authority_id}/crl", token="")
+    assert crl.status_code == 200
+    pem = api.get(f"/api/v1/authorities/{authority_id}/certificate.pem", token="").data
+    from cryptography import x509 as _x509
+
+    parsed = _x509.load_der_x509_crl(crl.data)
+    assert len(parsed) == 0
+    assert parsed.is_signature_valid(_x509.load_pem_x509_certificate(pem).public_key())  # type: ignore[arg-type]

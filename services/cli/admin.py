@@ -14,6 +14,7 @@ from shared.clock import Clock
 from shared.db.migrate import upgrade
 from shared.db.models import ApiToken, Authority
 from shared.db.session import Database
+from shared.files import private_dir
 from shared.pki.profiles import DEFAULT_CA, CrlProfile
 from shared.settings import Settings
 from shared.tokens import create_token
@@ -99,7 +100,7 @@ def init(
 
 def write_secret(path: Path, secret: str) -> Path:
     """Write with mode 0600 from the start (never world-readable, not even for a moment)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")

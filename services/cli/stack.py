@@ -19,8 +19,37 @@ from types import TracebackType
 import requests
 
 from services.cli.client import CliError
+from shared.delivery_settings import SECRET_ENV_PREFIX
+from shared.files import private_dir
 
 PR_SET_PDEATHSIG = 1
+CA_PASSPHRASE = "CERTFLEET_CA_KEY_PASSPHRASE"
+DATA_KEY = "CERTFLEET_DATA_KEY"
+# Which secrets each service gets, as in docker-compose.yml and the k8s manifests: the CA
+# passphrase only the issuer; the data key the processes that make or open server-held keys;
+# CERTFLEET_SECRET_* (delivery and notice secrets) only the workers that send things out.
+SECRETS_OF = {
+    "api": {DATA_KEY},
+    "issuer": {CA_PASSPHRASE, DATA_KEY},
+    "distributor": {DATA_KEY, SECRET_ENV_PREFIX},
+    "expiry-watcher": {SECRET_ENV_PREFIX},
+    "beat": set(),
+}
+
+
+def service_environment(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """`env` less every secret the service `name` does not use."""
+    allowed = SECRETS_OF[name]
+    out = {}
+    for key, value in env.items():
+        if key in (CA_PASSPHRASE, DATA_KEY) and key not in allowed:
+            continue
+        if key.startswith(SECRET_ENV_PREFIX) and SECRET_ENV_PREFIX not in allowed:
+            continue
+        out[key] = value
+    return out
+
+
 SUPERVISE_INTERVAL_S = 0.5
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
@@ -82,13 +111,13 @@ class Stack:
         ]
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         for name in self.commands():
             self.spawn(name)
 
     def spawn(self, name: str) -> None:
         """Start one of the processes (again), appending to its log."""
-        env = {**os.environ, **self.env, "CERTFLEET_API_BIND": self.bind}
+        env = service_environment(name, {**os.environ, **self.env, "CERTFLEET_API_BIND": self.bind})
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 self.commands()[name],

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from services.cli.stack import MAX_RESTARTS, Stack
-from tests.conftest import TEST_CA_PASSPHRASE
+from tests.conftest import TEST_CA_PASSPHRASE, TEST_DATA_KEY
 from tests.ports import free_port
 
 
@@ -29,6 +29,35 @@ def children_of(pid: int) -> set[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.add(int(entry.name))
     return found
+
+
+SECRETS = ("CERTFLEET_CA_KEY_PASSPHRASE", "CERTFLEET_DATA_KEY", "CERTFLEET_SECRET_TEST_HOOK")
+SERVICE_OF = {
+    "gunicorn": "api",
+    "services.issuer.tasks": "issuer",
+    "services.distributor.tasks": "distributor",
+    "worker": "expiry-watcher",
+    "beat": "beat",
+}
+
+
+def secrets_by_service(pids: set[int]) -> dict[str, set[str]]:
+    """Which of SECRETS each service process was started with (from /proc/<pid>/environ)."""
+    found: dict[str, set[str]] = {}
+    for pid in pids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        words = [a.decode() for a in argv]
+        name = next(
+            s for key, s in SERVICE_OF.items() if key in words or any(key in w for w in words)
+        )
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {e.split(b"=", 1)[0].decode() for e in environ if b"=" in e}
+        found[name] = names & set(SECRETS)
+    return found
+
+
+def mode_of(path: Path) -> int:
+    return path.stat().st_mode & 0o777
 
 
 def alive(pid: int) -> bool:
@@ -51,6 +80,8 @@ def test_stack_run_stops_its_services(
         "CERTFLEET_API_BIND": bind,
         "CERTFLEET_VAR_DIR": str(tmp_path),
         "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
+        "CERTFLEET_DATA_KEY": TEST_DATA_KEY,
+        "CERTFLEET_SECRET_TEST_HOOK": "hook-secret-value",
     }
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "stack", "run", "--concurrency", "1"],
@@ -70,6 +101,18 @@ def test_stack_run_stops_its_services(
             pytest.fail("the stack did not become ready")
         services = children_of(supervisor.pid)
         assert len(services) == 5  # gunicorn, issuer, distributor, expiry watcher, beat
+        assert secrets_by_service(services) == {
+            "api": {"CERTFLEET_DATA_KEY"},
+            "issuer": {"CERTFLEET_CA_KEY_PASSPHRASE", "CERTFLEET_DATA_KEY"},
+            "distributor": {"CERTFLEET_DATA_KEY", "CERTFLEET_SECRET_TEST_HOOK"},
+            "expiry-watcher": {"CERTFLEET_SECRET_TEST_HOOK"},
+            "beat": set(),
+        }
+        assert mode_of(tmp_path / "logs") == 0o700
+        database = Path(sqlite_url.removeprefix("sqlite:///"))
+        for path in (database, database.with_name(database.name + "-wal")):
+            if path.exists():
+                assert mode_of(path) == 0o600, path
         supervisor.send_signal(getattr(signal, how))
         supervisor.wait(timeout=30)
         deadline = time.monotonic() + 30

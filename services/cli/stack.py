@@ -39,7 +39,7 @@ SECRETS_OF = {
 
 def service_environment(name: str, env: Mapping[str, str]) -> dict[str, str]:
     """`env` less every secret the service `name` does not use."""
-    allowed = SECRETS_OF[name]
+    allowed = SECRETS_OF.get(name, set())  # a service not listed gets no secret
     out = {}
     for key, value in env.items():
         if key in (CA_PASSPHRASE, DATA_KEY) and key not in allowed:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the binaries the demo and the tests use are installed: redis-server and openssl,
-# plus psql, sshd and Debian's chromium for the tests (installed with apt when missing and
+# plus psql, sshd, nginx and Debian's chromium for the tests (installed with apt when missing and
 # we are root), and say how to start PostgreSQL.
 # Usage: infra/ensure-services.sh [--postgres]
 set -euo pipefail
@@ -13,6 +13,7 @@ if [ "${1:-}" = "--postgres" ]; then
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)  # the ssh delivery target's tests
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's browser test
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)  # the reverse proxy's test
   # With a docker client but no compose plugin, docker-compose validates the compose files.
   if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)

@@ -60,6 +60,9 @@ class Settings:
     # Outbound connections (webhooks, SSH, probes) to loopback, link-local, multicast and
     # cloud-metadata addresses are refused, except to these networks (e.g. 127.0.0.0/8).
     outbound_allow: tuple[str, ...] = ()
+    # Reverse proxies in front of the API that set X-Forwarded-For (0: none, the client's
+    # own address is the peer's); only then is that header believed.
+    proxy_hops: int = 0
 
     @property
     def delivery_limits(self) -> DeliveryLimits:
@@ -167,6 +170,7 @@ class Settings:
             auth_fail_limit=get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit),
             auth_fail_window_s=get_int("AUTH_FAIL_WINDOW", cls.auth_fail_window_s),
             delivery_roots=roots,
+            proxy_hops=get_int("PROXY_HOPS", cls.proxy_hops, minimum=0),
             outbound_allow=allow,
         )
         if problems:

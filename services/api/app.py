@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.api import errors
 from services.api.agent.routes import blp as agent_blp
@@ -58,6 +59,10 @@ def create_app(
         settings = Settings.from_env()
         configure_logging("api", settings.log_level)
     app = Flask("certfleet-api")
+    if settings.proxy_hops:
+        # Behind a reverse proxy that replaces X-Forwarded-For (infra/nginx): the address
+        # failed logins count against is the client's, not the proxy's.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
     app.url_map.converters["int"] = BoundedIntConverter
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

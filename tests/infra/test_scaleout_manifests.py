@@ -28,10 +28,12 @@ SECRET_KEYS = {
 @pytest.fixture(scope="module")
 def resources() -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = kustomization["resources"]
+    directories = [r for r in kustomization["resources"] if (K8S / r).is_dir()]
+    listed = [r for r in kustomization["resources"] if r not in directories]
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     # Everything but the example Secret is applied; nothing listed is missing.
     assert set(listed) == on_disk - {"secret.example.yaml"}
+    assert all((K8S / d / "kustomization.yaml").is_file() for d in directories)
     docs = [d for name in listed for d in yaml.safe_load_all((K8S / name).read_text()) if d]
     assert all(d.get("metadata", {}).get("name") for d in docs)
     return docs

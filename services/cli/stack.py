@@ -4,9 +4,9 @@ end-to-end tests). Each process reads its own settings from the environment it i
 from __future__ import annotations
 
 import contextlib
-import re
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys

@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session, joinedload
 from services.api.auth import Principal
 from shared import access, events, waiting
 from shared.db.models import Host, IssuanceRequest
-from shared.errors import CertfleetError, Conflict, NotFound, ValidationFailed
+from shared.errors import (
+    CertfleetError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OutOfScope,
+    ValidationFailed,
+)
 from shared.issuance import (
     check_csr_for_host,
     insert_requests,
@@ -192,6 +199,7 @@ def accept_bulk(
     accepted: list[Accepted | None] = []  # None: a new row, inserted below
     new: list[dict[str, Any]] = []
     problems: dict[str, str] = {}
+    denied = False
     with session.no_autoflush:
         for index, (item, key) in enumerate(zip(items, keys, strict=True)):
             try:
@@ -202,12 +210,19 @@ def accept_bulk(
                     raise Conflict("this Idempotency-Key was used for a different request")
             except CertfleetError as exc:
                 problems[str(index)] = exc.message
+                denied = denied or isinstance(exc, OutOfScope | Forbidden)
                 continue
             if existing is not None:
                 accepted.append(Accepted(existing, created=False))
             else:
                 new.append(request_values(host, csr, validity, key, fingerprint, who.actor, now))
                 accepted.append(None)
+    if denied:  # as for a single request: the token's rights, not the input, are the problem
+        raise Forbidden(
+            f"{len(problems)} of {len(items)} requests were refused, some beyond this token's "
+            "rights",
+            problems,
+        )
     if problems:
         raise ValidationFailed(f"{len(problems)} of {len(items)} requests were refused", problems)
     created = iter(insert_requests(session, new))

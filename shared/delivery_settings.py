@@ -213,6 +213,17 @@ def check_delivery(
     return {"method": method, "settings": settings}
 
 
+def effective_directory(delivery: Mapping[str, Any], host_name: str) -> str | None:
+    """Where a directory target writes this host's files (None for other methods). No two
+    hosts may share it (hosts.delivery_directory is unique): otherwise an operator of one
+    site could point its host's files over another site's host's."""
+    if delivery.get("method") != "directory":
+        return None
+    settings = delivery.get("settings") or {}
+    path = posixpath.normpath(str(settings.get("path", "")))
+    return path if settings.get("layout", "host") == "flat" else posixpath.join(path, host_name)
+
+
 def endpoint_host(endpoint: str) -> str:
     """The host part of a `host:port` TLS endpoint ([v6]:port too), lower-cased."""
     host, _, _ = endpoint.rpartition(":")

@@ -121,6 +121,8 @@ class Host(Base):
     platform: Mapped[str] = mapped_column(String(16), default="windows")
     service_account: Mapped[str | None] = mapped_column(String(200))
     delivery: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A directory target's directory for this host (shared.delivery_settings): one host's.
+    delivery_directory: Mapped[str | None] = mapped_column(String(1100), unique=True)
     tls_endpoints: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

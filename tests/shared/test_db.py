@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -161,7 +162,7 @@ def test_migration_0010_gives_every_name_one_owner_and_shares_the_duplicates(
     """Hosts that already carry the same name keep working: that name becomes shared."""
     from shared.clock import FixedClock
     from shared.db.models import HostName, SharedName
-    from tests.factories import FIXED_NOW, make_host, make_root_authority, make_site
+    from tests.factories import FIXED_NOW, make_root_authority, make_site
 
     downgrade(db_url, "0009")
     db = Database(db_url)
@@ -170,11 +171,33 @@ def test_migration_0010_gives_every_name_one_owner_and_shares_the_duplicates(
             site = make_site(
                 session, make_root_authority(session, ca_passphrase, FixedClock(FIXED_NOW))
             )
-            first = make_host(session, site, name="rec01")
-            second = make_host(session, site, name="rec02")
-            first.ip_addresses = ["10.1.0.50", "10.1.0.1"]
-            second.ip_addresses = ["10.1.0.50", "10.1.0.2"]
-            ids = (first.id, second.id)
+            site_id = site.id
+        with db.engine.begin() as conn:  # the hosts table as it was at 0009
+            insert = text(
+                "INSERT INTO hosts (site_id, name, dns_names, ip_addresses, roles, failover_for,"
+                " platform, delivery, tls_endpoints, created_at, updated_at) VALUES (:s, :n,"
+                " '[]', :ips, '[]', '[]', 'windows', :d, '[]', :t, :t)"
+            )
+            for name, ips in (
+                ("rec01", '["10.1.0.50", "10.1.0.1"]'),
+                ("rec02", '["10.1.0.50", "10.1.0.2"]'),
+            ):
+                conn.execute(
+                    insert,
+                    {
+                        "s": site_id,
+                        "n": name,
+                        "ips": ips,
+                        "t": FIXED_NOW,
+                        "d": json.dumps(
+                            {
+                                "method": "directory",
+                                "settings": {"path": "/srv/share", "layout": "flat"},
+                            }
+                        ),
+                    },
+                )
+            ids = tuple(conn.execute(text("SELECT id FROM hosts ORDER BY name")).scalars())
     finally:
         db.dispose()
     upgrade(db_url)
@@ -188,5 +211,14 @@ def test_migration_0010_gives_every_name_one_owner_and_shares_the_duplicates(
     assert shared == {"10.1.0.50"}
     assert owners["10.1.0.1"] == ids[0] and owners["10.1.0.2"] == ids[1]
     assert "10.1.0.50" not in owners
+    db = Database(db_url)
+    try:
+        with db.engine.connect() as conn:
+            directories = conn.execute(
+                text("SELECT name, delivery_directory FROM hosts ORDER BY name")
+            ).all()
+    finally:
+        db.dispose()
+    assert directories == [("rec01", "/srv/share"), ("rec02", None)]  # the first keeps it
     downgrade(db_url, "0009")  # and back down cleanly
     upgrade(db_url)

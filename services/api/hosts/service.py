@@ -16,6 +16,7 @@ from shared.db.models import Host, HostName, IssuanceRequest, SharedName, Site
 from shared.delivery_settings import (
     DeliveryLimits,
     check_delivery,
+    effective_directory,
     endpoint_host,
     parse_settings,
 )
@@ -102,6 +103,23 @@ def check_policy(host: Host, site: Site, settings: DeliveryLimits) -> None:
     check_delivery(host.delivery or {}, names, settings)
 
 
+def claim_directory(session: Session, host: Host) -> None:
+    """A directory target's directory is this host's alone (hosts.delivery_directory is
+    unique, which also settles a race): another host's, of any site, is refused."""
+    directory = effective_directory(host.delivery or {}, host.name)
+    if directory is not None:
+        query = select(Host.id).where(Host.delivery_directory == directory)
+        if host.id is not None:
+            query = query.where(Host.id != host.id)
+        taken = session.scalar(query)
+        if taken is not None:
+            raise Conflict(
+                "another host's files are delivered to that directory",
+                {"delivery": {"settings": {"path": ["taken by another host"]}}},
+            )
+    host.delivery_directory = directory
+
+
 def claim_names(session: Session, host: Host) -> None:
     """Register the host's names as its own (shared.db.models.HostName): a name another host
     holds is refused, unless an admin shared it. The primary key on the name settles a race
@@ -149,6 +167,7 @@ def upsert_host(
         host = Host(name=data["name"], site=site, created_at=now, updated_at=now)
         apply_changes(host, changes)
         check_policy(host, site, limits)
+        claim_directory(session, host)
         session.add(host)
         session.flush()
         claim_names(session, host)
@@ -177,6 +196,7 @@ def upsert_host(
     check_policy(host, site or host.site, limits)
     if not changed:
         return host, "unchanged"
+    claim_directory(session, host)
     claim_names(session, host)
     host.updated_at = now
     events.record(

@@ -223,6 +223,34 @@ def test_delivery_settings_that_reach_the_distributors_machine_are_refused(
     assert via_inventory.status_code == 422, via_inventory.get_json()
 
 
+def test_no_host_writes_into_another_hosts_delivery_directory(fleet: ApiHarness) -> None:
+    api = fleet
+    root = api.settings.delivery_limits.directory_roots[0]
+    b_delivery = {"method": "directory", "settings": {"path": str(root / "share")}}
+    b = api.call(
+        "PATCH", f"/api/v1/hosts/{host_of(api, B_HOST)['id']}", json={"delivery": b_delivery}
+    )
+    assert b.status_code == 200, b.get_json()
+    operator_a = api.token("operator", site=A)
+    onto_b = {
+        "method": "directory",
+        "settings": {"path": str(root / "share" / B_HOST), "layout": "flat"},
+    }
+    a_host = host_of(api, "hq-rec01")["id"]
+    refused = api.call(
+        "PATCH", f"/api/v1/hosts/{a_host}", token=operator_a, json={"delivery": onto_b}
+    )
+    assert refused.status_code == 409, refused.get_json()
+    beside = {
+        "method": "directory",
+        "settings": {"path": str(root / "share")},
+    }  # its own subdirectory
+    allowed = api.call(
+        "PATCH", f"/api/v1/hosts/{a_host}", token=operator_a, json={"delivery": beside}
+    )
+    assert allowed.status_code == 200, allowed.get_json()
+
+
 def test_tls_endpoints_are_the_hosts_own(fleet: ApiHarness) -> None:
     api = fleet
     host = host_of(api, "hq-rec01")

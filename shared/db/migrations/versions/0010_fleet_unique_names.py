@@ -1,5 +1,6 @@
-"""host_names, shared_names and campaigns.site_id: every name belongs to one host unless an
-admin shares it, and a campaign confined to one site says which
+"""host_names, shared_names, hosts.delivery_directory and campaigns.site_id: every name and
+every directory target's directory belongs to one host (a name unless an admin shares it), and
+a campaign confined to one site says which
 
 Revision ID: 0010
 Revises: 0009
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import posixpath
 
 import sqlalchemy as sa
 from alembic import op
@@ -48,6 +50,9 @@ def upgrade() -> None:
     with op.batch_alter_table('campaigns') as batch:
         batch.add_column(sa.Column('site_id', sa.Integer(), nullable=True))
         batch.create_index('ix_campaigns_site_id', ['site_id'])
+    with op.batch_alter_table('hosts') as batch:
+        batch.add_column(sa.Column('delivery_directory', sa.String(length=1100), nullable=True))
+        batch.create_unique_constraint('uq_hosts_delivery_directory', ['delivery_directory'])
 
     bind = op.get_bind()
     owners: dict[str, set[int]] = {}
@@ -65,6 +70,23 @@ def upgrade() -> None:
     if single:
         bind.execute(sa.text('INSERT INTO host_names (name, host_id) VALUES (:n, :h)'), single)
 
+    # Each directory target's directory, for the first host that writes there (a later one
+    # keeps delivering, and is refused only when next saved).
+    taken: set[str] = set()
+    for host_id, name, delivery in bind.execute(sa.text('SELECT id, name, delivery FROM hosts')):
+        if isinstance(delivery, str):
+            delivery = json.loads(delivery or '{}')
+        if not isinstance(delivery, dict) or delivery.get('method') != 'directory':
+            continue
+        settings = delivery.get('settings') or {}
+        path = posixpath.normpath(str(settings.get('path', '')))
+        where = path if settings.get('layout', 'host') == 'flat' else posixpath.join(path, name)
+        if where not in taken:
+            taken.add(where)
+            bind.execute(
+                sa.text('UPDATE hosts SET delivery_directory = :d WHERE id = :h'),
+                {'d': where, 'h': host_id},
+            )
     sites: dict[str, int] = {n: i for n, i in bind.execute(sa.text('SELECT name, id FROM sites'))}
     for campaign_id, selector in bind.execute(sa.text('SELECT id, selector FROM campaigns')):
         if isinstance(selector, str):
@@ -78,6 +100,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('hosts') as batch:
+        batch.drop_constraint('uq_hosts_delivery_directory', type_='unique')
+        batch.drop_column('delivery_directory')
     with op.batch_alter_table('campaigns') as batch:
         batch.drop_index('ix_campaigns_site_id')
         batch.drop_column('site_id')

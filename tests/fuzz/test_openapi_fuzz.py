@@ -91,7 +91,9 @@ def seed(api: ApiHarness) -> Seeded:
         deliveries.plan_certificates(session, signed.certificate_ids, api.clock.now())
         session.commit()
     secrets = issuer.Secrets(TEST_CA_PASSPHRASE, TEST_DATA_KEY)
-    assert issuer.publish_crl(api.db, 1, issuer.SignerCache(), secrets, api.clock) == 1
+    assert (
+        issuer.publish_crl(api.db, 1, issuer.SignerCache(), secrets, api.clock) == 2
+    )  # 1 was signed by `certfleet init`
     channel = api.post(
         "/api/v1/notification-channels",
         json={"name": "ops-mail", "kind": "email", "target": "ops@example.com"},

@@ -78,6 +78,7 @@ def enroll(session: Session, secret: str, csr: str, now: dt.datetime) -> Enrolle
     check_csr_for_host(host, csr, XPROTECT_SERVER)
     csr = csr.strip() + "\n"
     host.delivery = {"method": "agent", "settings": {}}
+    host.delivery_directory = None  # no directory target any more: its directory is free
     token = create_token(
         session,
         name=f"agent:{host.name}",

@@ -60,5 +60,13 @@ typecheck: venv ## mypy (strict on shared/)
 	$(BIN)/mypy services
 
 .PHONY: clean
-clean: ## Remove the virtualenv and local state
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove the virtualenv and caches (never var/: the database and the CA keys live there)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var/demo
+
+.PHONY: clean-state
+clean-state: ## Delete var/ (database, CA keys, admin token) after asking; CONFIRM=yes skips the question
+	@if [ "$(CONFIRM)" != yes ]; then \
+	  read -r -p "Delete var/ with the database, the CA keys and the admin token? Type yes: " answer; \
+	  [ "$$answer" = yes ] || { echo "kept var/"; exit 1; }; \
+	fi
+	rm -rf var

@@ -33,10 +33,33 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (CliError, CertfleetError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def writable(out: Path) -> Path:
+    """Check that `out` can be written before anything is asked of the API: an export that
+    cannot be saved must not be fetched (and recorded in the audit trail as made)."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise CliError(f"{out} is a directory; name a file")
+    if not parent.is_dir():
+        raise CliError(f"cannot write {out}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise CliError(f"cannot write {out}: permission denied")
+    return out
+
+
+def write_file(out: Path, content: bytes, mode: int | None = None) -> None:
+    """Write what was fetched; an OS error is one line, not a traceback."""
+    try:
+        out.write_bytes(content)
+        if mode is not None:
+            out.chmod(mode)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
 
 
 def default_api_url() -> str:

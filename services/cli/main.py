@@ -19,7 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from services.cli import admin, resources
 from services.cli.campaigns import campaign
 from services.cli.client import ApiClient, CliError
-from services.cli.common import client_of, default_api_url, emit, err_console, friendly_errors
+from services.cli.common import (
+    client_of,
+    default_api_url,
+    emit,
+    err_console,
+    friendly_errors,
+    writable,
+    write_file,
+)
 from services.cli.doctor import doctor
 from shared.clock import SystemClock
 from shared.pki.profiles import ALLOWED_RSA_BITS, DEFAULT_CA
@@ -324,6 +332,8 @@ def export(
 ) -> None:
     """Export a certificate: PEM chain, or a Windows-importable PFX with its key."""
     client = client_of(ctx)
+    if out is not None:
+        writable(out)
     if fmt == "pem":
         data = client.request("GET", f"/api/v1/certificates/{certificate_id}/pem").content
         if out is None:
@@ -338,9 +348,7 @@ def export(
         data = client.request(
             "POST", f"/api/v1/certificates/{certificate_id}/pfx", json={"password": password}
         ).content
-    out.write_bytes(data)
-    if fmt == "pfx":
-        out.chmod(0o600)
+    write_file(out, data, 0o600 if fmt == "pfx" else None)
     click.echo(f"wrote {out}")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from services.cli.client import ApiClient, CliError
-from services.cli.common import client_of, emit, emit_one, friendly_errors
+from services.cli.common import client_of, emit, emit_one, friendly_errors, writable, write_file
 
 MUTE_HELP = "hours from now (0 unmutes)"
 
@@ -50,7 +50,7 @@ def save_or_print(content: bytes, out: Path | None) -> None:
     if out is None:
         click.echo(content.decode())
     else:
-        out.write_bytes(content)
+        write_file(writable(out), content)
         click.echo(f"wrote {out}", err=True)
 
 

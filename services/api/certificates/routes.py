@@ -39,8 +39,9 @@ class Certificates(MethodView):
     @blp.arguments(CertificateListArgs, location="query")
     @blp.response(200, CertificatePageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        query = service.list_query(args, principal(), decode_cursor(args["cursor"]))
-        rows = list(runtime().session().scalars(query).unique())
+        session = runtime().session()
+        query = service.list_query(session, args, principal(), decode_cursor(args["cursor"]))
+        rows = list(session.scalars(query).unique())
         items, cursor = page_of(rows, args["limit"])
         return {"items": items, "next_cursor": cursor}
 

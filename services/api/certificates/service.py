@@ -10,6 +10,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, joinedload, undefer
 
 from services.api.auth import Principal
+from services.api.common import named_in_scope
 from shared import access, events
 from shared.authorities import chain_above
 from shared.db.models import Certificate, Host, IssuanceRequest, Site
@@ -34,7 +35,11 @@ def get_certificate(
     return row
 
 
-def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[Any]:
+def list_query(
+    session: Session, args: dict[str, Any], who: Principal, after_id: int
+) -> Select[Any]:
+    site = named_in_scope(session, Site, args["site"], "site", who)
+    host = named_in_scope(session, Host, args["host"], "host", who)
     query = (
         select(Certificate)
         .options(joinedload(Certificate.host).joinedload(Host.site))
@@ -42,15 +47,12 @@ def list_query(args: dict[str, Any], who: Principal, after_id: int) -> Select[An
         .order_by(Certificate.id)
         .limit(args["limit"] + 1)
     )
-    if args["site"] or who.scoped_site_id is not None:
+    if site is not None or who.scoped_site_id is not None:
         query = access.scope(query.join(Host, Host.id == Certificate.host_id), Host.site_id, who)
-        if args["site"]:
-            query = query.join(Site, Site.id == Host.site_id).where(Site.name == args["site"])
-    if args["host"]:
-        query = query.where(
-            Certificate.host_id
-            == select(Host.id).where(Host.name == args["host"]).scalar_subquery()
-        )
+        if site is not None:
+            query = query.where(Host.site_id == site.id)
+    if host is not None:
+        query = query.where(Certificate.host_id == host.id)
     if args["status"]:
         query = query.where(Certificate.status == args["status"])
     if args["expires_before"]:

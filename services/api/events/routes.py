@@ -28,7 +28,5 @@ def list_events(args: dict[str, Any]) -> dict[str, Any]:
     """Newest first. A site-scoped operator sees only its site's events."""
     session = runtime().session()
     query = service.list_query(session, args, principal(), decode_cursor(args["cursor"]))
-    if query is None:
-        return {"items": [], "next_cursor": None}
     items, cursor = page_of(list(session.scalars(query)), args["limit"])
     return {"items": items, "next_cursor": cursor}

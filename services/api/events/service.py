@@ -8,16 +8,16 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from services.api.auth import Principal
-from services.api.common import find_by_name
+from services.api.common import named_in_scope
 from shared import access
 from shared.db.models import Event, Host, Site
 
 
 def list_query(
     session: Session, args: dict[str, Any], who: Principal, before_id: int
-) -> Select[Event] | None:
+) -> Select[Event]:
     """One page (plus one row, for page_of) of events with IDs below `before_id` (0: from
-    the newest). None when a named site or host does not exist: nothing can match.
+    the newest). A named site or host that does not exist (in the reader's scope) is a 404.
 
     Names are resolved to IDs first, so each filter is an equality on an indexed column that
     ends in `id` (see Event): site, host, exact kind and subject each read one index range
@@ -27,10 +27,8 @@ def list_query(
         query = query.where(Event.id < before_id)
     query = access.scope(query, Event.site_id, who)
     for name, model, column in (("site", Site, Event.site_id), ("host", Host, Event.host_id)):
-        if args[name] is not None:
-            row = find_by_name(session, model, args[name])
-            if row is None:
-                return None
+        row = named_in_scope(session, model, args[name], name, who)
+        if row is not None:
             query = query.where(column == row.id)
     kind = args["kind"]
     if kind is not None:

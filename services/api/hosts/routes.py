@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from services.api.auth import principal, requires
-from services.api.common import decode_cursor, page_of
+from services.api.common import decode_cursor, named_in_scope, page_of
 from services.api.context import runtime
 from services.api.hosts import service
 from services.api.hosts.schemas import (
@@ -41,8 +41,9 @@ class Hosts(MethodView):
             .order_by(Host.id)
             .limit(args["limit"] + 1)
         )
-        if args["site"]:
-            query = query.join(Site).where(Site.name == args["site"])
+        site = named_in_scope(runtime().session(), Site, args["site"], "site", principal())
+        if site is not None:
+            query = query.where(Host.site_id == site.id)
         if args["name"]:
             query = query.where(Host.name == args["name"])
         query = access.scope(query, Host.site_id, principal())

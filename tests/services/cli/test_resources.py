@@ -128,3 +128,45 @@ def test_tables_and_completion(served: ServedApi) -> None:
     assert table.exit_code == 0 and "hq-mgmt01" in table.output and "{" not in table.output
     script = CliRunner().invoke(cli, ["completion", "bash"])
     assert script.exit_code == 0 and "_CERTFLEET_COMPLETE=bash_complete" in script.output
+
+
+def test_filters_that_name_nothing_say_so(served: ServedApi) -> None:
+    """An unknown host or site in a filter is an error, not an empty table that reads as
+    "none"; a host of another site looks the same to a scoped token."""
+    served.harness.apply_inventory()
+    for args in (
+        ("deliveries", "--host", "no-such-host"),
+        ("certs", "list", "--host", "no-such-host"),
+        ("certs", "list", "--site", "no-such-site"),
+        ("hosts", "list", "--site", "no-such-site"),
+        ("events", "--host", "no-such-host"),
+    ):
+        result = served.cli(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "does not exist" in result.output and "Traceback" not in result.output, args
+    aarhus = served.harness.token("operator", site="branch-aarhus")
+    other = served.cli("certs", "list", "--host", "hq-rec01", token=aarhus)
+    unknown = served.cli("certs", "list", "--host", "no-such-host", token=aarhus)
+    assert other.exit_code == unknown.exit_code == 1
+    assert other.output.replace("hq-rec01", "X") == unknown.output.replace("no-such-host", "X")
+    assert run(served, "certs", "list", "--host", "aar-rec01", token=aarhus) == []
+
+
+def test_an_export_that_cannot_be_written_is_one_line_and_not_recorded(
+    served: ServedApi, tmp_path: Path
+) -> None:
+    served.harness.apply_inventory()
+    [certificate] = issue_all(served.harness, ["hq-rec01"])
+    missing = tmp_path / "missing" / "dir" / "a.pem"
+    result = served.cli("export", str(certificate["id"]), "--out", str(missing))
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
+    assert "does not exist" in result.output
+    onto_a_directory = served.cli("export", str(certificate["id"]), "--out", str(tmp_path))
+    assert onto_a_directory.exit_code == 2 and "is a directory" in onto_a_directory.output
+    events = served.harness.get(
+        "/api/v1/events", query_string={"kind": "certificate.exported"}
+    ).get_json()["items"]
+    assert events == []
+    written = served.cli("export", str(certificate["id"]), "--out", str(tmp_path / "a.pem"))
+    assert written.exit_code == 0 and (tmp_path / "a.pem").read_bytes().startswith(b"-----BEGIN")

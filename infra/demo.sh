@@ -12,7 +12,9 @@ rm -rf "$DEMO"; mkdir -p "$DEMO"; chmod 700 "$DEMO"
 
 export CERTFLEET_VAR_DIR="$DEMO"
 export CERTFLEET_DATABASE_URL="sqlite:///$DEMO/certfleet.db"
-export CERTFLEET_REDIS_URL="${CERTFLEET_REDIS_URL:-redis://127.0.0.1:6379/0}"
+# Redis database 15: the demo's own, so that what it leaves queued never reaches a stack of
+# yours on the default database 0 (and the other way round).
+export CERTFLEET_REDIS_URL="${CERTFLEET_DEMO_REDIS_URL:-redis://127.0.0.1:6379/15}"
 
 # Secrets for this demo only: random, kept in a 0600 file, never printed.
 umask 077

@@ -71,8 +71,9 @@ def by_name_or_404(session: Session, model: type[T], name: str, noun: str) -> T:
 def named_in_scope(session: Session, model: Any, name: str | None, noun: str, who: Any) -> Any:
     """The site or host a listing is filtered by, looked up by name: None without a filter.
     An unknown name, or one outside the reader's scope (alike, so a scoped token learns
-    nothing), is a 404 naming what was asked for: an empty page would read as "none"."""
-    if name is None:
+    nothing), is a 404 naming what was asked for: an empty page would read as "none". An
+    empty name is no filter, as it always was."""
+    if not name:
         return None
     row = find_by_name(session, model, name)
     site_id = None if row is None else (row.id if noun == "site" else row.site_id)

@@ -445,7 +445,8 @@ def stack() -> None:
 )
 @friendly_errors
 def stack_run(worker_concurrency: int) -> None:
-    """Run the API and the issuer as separate processes until interrupted."""
+    """Run the five services (API, issuer, distributor, expiry watcher and its beat) as
+    separate processes until interrupted; fail at once if one does not come up."""
     from services.cli.stack import Stack
 
     settings = Settings.from_env()
@@ -457,7 +458,10 @@ def stack_run(worker_concurrency: int) -> None:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
     with local:
-        click.echo(f"api at {local.url}; issuer and distributor running; logs in {local.log_dir}")
+        click.echo(
+            f"api at {local.url}; issuer, distributor, expiry watcher and beat running; "
+            f"logs in {local.log_dir}"
+        )
         try:
             while not local.failed:  # a service that exits is restarted, unless it crash-loops
                 time.sleep(1)

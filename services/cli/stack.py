@@ -8,6 +8,7 @@ import ctypes
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -113,9 +114,26 @@ class Stack:
         ]
 
     def start(self) -> None:
+        self.check_port_free()
         private_dir(self.log_dir)
         for name in self.commands():
             self.spawn(name)
+
+    def check_port_free(self) -> None:
+        """Another process (a second `stack run`) on the API's address would answer our
+        readiness check for us: refuse to start instead of claiming to run."""
+        host, _, port = self.bind.rpartition(":")
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As gunicorn does: connections of a stack just stopped may linger in TIME_WAIT,
+            # which does not stop a new listener; a listening socket still does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host.strip("[]"), int(port)))
+            except OSError as exc:
+                raise CliError(
+                    f"cannot listen on {self.bind}: {exc.strerror or exc} (is another stack "
+                    "running? set CERTFLEET_API_BIND to another address)"
+                ) from exc
 
     def spawn(self, name: str) -> None:
         """Start one of the processes (again), appending to its log."""

@@ -56,14 +56,22 @@ def distribute_trust(db: Database, host_ids: Sequence[int], clock: Clock) -> lis
         return deliveries.plan_trust(session, hosts, fingerprint, clock.now())
 
 
-def _load(session: Session, delivery_id: int) -> Delivery:
+def _load(session: Session, delivery_id: int) -> Delivery | None:
+    """The delivery with its host and certificate, or None (a message for a row this
+    database does not have: another deployment's, on a shared Redis, or deleted)."""
     delivery = session.scalar(
         select(Delivery)
         .options(joinedload(Delivery.host), joinedload(Delivery.certificate))
         .where(Delivery.id == delivery_id)
     )
-    assert delivery is not None
+    if delivery is None:
+        log.warning(
+            "no such delivery: message dropped", extra={"fields": {"delivery_id": delivery_id}}
+        )
     return delivery
+
+
+MISSING = Outcome("missing")
 
 
 def attempt(db: Database, delivery_id: int, ctx: Context) -> Outcome:
@@ -74,6 +82,8 @@ def attempt(db: Database, delivery_id: int, ctx: Context) -> Outcome:
             return Outcome("skipped")
     with db.session() as session:
         delivery = _load(session, delivery_id)
+        if delivery is None:  # claimed a moment ago, deleted since
+            return MISSING
         settings = dict((delivery.host.delivery or {}).get("settings") or {})
         stale = deliveries.stale_reason(delivery)
         if stale is not None:
@@ -131,6 +141,8 @@ def verify(
     """Probe every TLS endpoint of the host and judge the delivery."""
     with db.session() as session:
         delivery = _load(session, delivery_id)
+        if delivery is None:
+            return MISSING
         if delivery.status not in ("delivered", "installed") or not deliveries.needs_probe(
             delivery
         ):
@@ -145,5 +157,7 @@ def verify(
             presented[endpoint] = None
     with db.session() as session:
         delivery = _load(session, delivery_id)
+        if delivery is None:
+            return MISSING
         wait = deliveries.record_probe(session, delivery, presented, clock.now(), probe_delay)
         return Outcome(delivery.status, retry_in=wait)

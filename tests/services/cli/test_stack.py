@@ -150,3 +150,18 @@ def test_a_service_that_exits_is_restarted_until_it_crash_loops(tmp_path: Path) 
         assert log.count("svc exited with 3; restarting") == MAX_RESTARTS
     finally:
         stack.stop(timeout=5)
+
+
+def test_a_second_stack_on_a_taken_address_fails_clearly(tmp_path: Path) -> None:
+    import socket as socket_module
+
+    from services.cli.client import CliError
+
+    with socket_module.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        stack = Stack({}, bind, tmp_path / "logs", worker_concurrency=1, supervise=False)
+        with pytest.raises(CliError, match="cannot listen on"):
+            stack.__enter__()
+        assert stack.processes == {}  # nothing was started

@@ -19,6 +19,7 @@ from shared.clock import FixedClock
 from shared.db.models import Delivery, Host
 from shared.db.session import Database
 from tests.factories import (
+    ANYWHERE,
     LOOPBACK,
     SSH_KEY_VARIABLE,
     issue_certificate,
@@ -186,3 +187,19 @@ def test_trust_bundle_goes_to_clients_only(
     written = (tmp_path / "trust" / "client01" / "ca-bundle.pem").read_bytes()
     assert written.startswith(b"-----BEGIN CERTIFICATE-----")
     assert not (tmp_path / "trust" / "client01" / "key.pem").exists()
+
+
+def test_a_message_for_a_delivery_this_database_lacks_is_dropped(
+    database: Database, wall_clock: FixedClock, data_key: str
+) -> None:
+    """Another deployment's leftover message on a shared Redis: a log line, no exception."""
+    assert service.verify(database, 987654, TlsProber(policy=LOOPBACK), wall_clock).status == (
+        "missing"
+    )
+    assert service.attempt(database, 987654, context_for_missing(wall_clock, data_key)).status == (
+        "skipped"
+    )
+
+
+def context_for_missing(clock: FixedClock, data_key: str) -> service.Context:
+    return service.Context({"directory": DirectoryTarget(ANYWHERE)}, clock, data_key)

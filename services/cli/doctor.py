@@ -5,6 +5,7 @@ do) and asks the workers over the broker, so it runs on any machine that can rea
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +20,7 @@ from celery import Celery
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from services.cli import local_secrets
 from services.cli.common import emit, err_console, friendly_errors
 from shared.clock import Clock, SystemClock
 from shared.contracts import (
@@ -276,7 +278,7 @@ def summary(checks: Sequence[Check]) -> str:
 def doctor(ctx: click.Context, no_api: bool) -> None:
     """Check a deployment: database and schema, Redis, a worker on every queue, the beat,
     the periodic tasks' last success, CA expiry and clock skew. Exit code 1 if any fails."""
-    settings = Settings.from_env()
+    settings = Settings.from_env(local_secrets.merged(os.environ))
     app = make_celery(settings, "certfleet-doctor")
     try:
         checks = run_all(settings, SystemClock(), app, None if no_api else ctx.obj["api_url"])

@@ -16,7 +16,7 @@ import click
 from click.shell_completion import get_completion_class
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.cli import admin, resources
+from services.cli import admin, local_secrets, resources
 from services.cli.campaigns import campaign
 from services.cli.client import ApiClient, CliError
 from services.cli.common import (
@@ -65,8 +65,11 @@ def cli(ctx: click.Context, api_url: str, token: str | None, output: str) -> Non
 @click.option("--new-token", is_flag=True, help="make another admin token even if one exists")
 @friendly_errors
 def init(ca_name: str, key_bits: str, validity_days: int, new_token: bool) -> None:
-    """Create the schema, the first root CA and an admin token (local; needs the database)."""
-    settings = Settings.from_env()
+    """Create the schema, the first root CA and an admin token (local; needs the database).
+    The CA passphrase and the data key come from the environment, or are made once and kept
+    in var/secrets.env (0600), which `certfleet stack run` reads."""
+    kept = local_secrets.ensure(os.environ)
+    settings = Settings.from_env(local_secrets.merged(os.environ))
     result = admin.init(
         settings,
         SystemClock(),
@@ -75,6 +78,8 @@ def init(ca_name: str, key_bits: str, validity_days: int, new_token: bool) -> No
         validity_days=validity_days,
         new_token=new_token,
     )
+    if kept is not None:
+        click.echo(f"secrets kept in {kept} (mode 0600); `certfleet stack run` reads them")
     verb = "created" if result.authority_created else "kept existing"
     authority = result.authority
     click.echo(f"{verb} authority {authority.name!r} (expires {authority.not_after:%Y-%m-%d})")
@@ -449,8 +454,10 @@ def stack_run(worker_concurrency: int) -> None:
     separate processes until interrupted; fail at once if one does not come up."""
     from services.cli.stack import Stack
 
-    settings = Settings.from_env()
-    local = Stack({}, settings.api_bind, settings.var_dir / "logs", worker_concurrency)
+    environ = local_secrets.merged(os.environ)
+    settings = Settings.from_env(environ)
+    secrets_env = {k: environ[k] for k in local_secrets.NAMES if k in environ}
+    local = Stack(secrets_env, settings.api_bind, settings.var_dir / "logs", worker_concurrency)
 
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # leave the `with` block so the children are stopped

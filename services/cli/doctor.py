@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import click
 import redis
@@ -76,6 +77,7 @@ def run_all(settings: Settings, clock: Clock, app: Celery, api_url: str | None) 
             ]
         else:
             checks += guarded_many("workers", lambda: workers(app))
+            checks += guarded_many("issuer secrets", lambda: issuer_secrets(app))
             checks.append(guarded("beat", lambda: [beat(client)]))
         with db.sessions() as session:
             now = clock.now()
@@ -151,6 +153,33 @@ def workers(app: Celery, timeout: float = 2.0) -> list[Check]:
         else:
             start = WORKER_COMMANDS[queue]
             checks.append(Check(label, FAIL, f"no worker consumes '{queue}'; start: {start}"))
+    return checks
+
+
+def issuer_secrets(app: Celery, timeout: float = 3.0) -> list[Check]:
+    """Ask every issuer (remote control, services.issuer.tasks.certfleet_secrets) whether it
+    can open the CA keys and hold server-held keys: a missing or wrong secret fails every
+    request, so the doctor must say so rather than "0 failed"."""
+    replies: list[dict[str, Any]] = (
+        app.control.broadcast("certfleet_secrets", reply=True, timeout=timeout) or []
+    )
+    issuers = {
+        worker: reply
+        for answer in replies
+        for worker, reply in answer.items()
+        if isinstance(reply, dict) and "problems" in reply
+    }
+    if not issuers:
+        return [Check("issuer secrets", WARN, "no issuer answered; see workers: issue")]
+    checks = []
+    for worker, reply in sorted(issuers.items()):
+        problems = [str(p) for p in reply["problems"]]
+        if problems:
+            checks.append(Check(f"issuer secrets: {worker}", FAIL, "; ".join(problems)))
+        else:
+            checks.append(
+                Check(f"issuer secrets: {worker}", OK, "opens every CA key; holds the data key")
+            )
     return checks
 
 

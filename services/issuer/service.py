@@ -31,7 +31,7 @@ from shared.issuance import check_csr_for_host, site_policy, subject_names
 from shared.logging import fields
 from shared.pki.ca import IssuedCa
 from shared.pki.export import fingerprint_sha256, serial_hex, to_pem
-from shared.pki.keys import encrypt_private_key, generate_rsa_key
+from shared.pki.keys import decrypt_private_key, encrypt_private_key, generate_rsa_key
 from shared.pki.profiles import DEFAULT_CRL, XPROTECT_SERVER, CrlProfile, ServerProfile
 from shared.pki.signing import sign_server_certificate
 from shared.renewal import renewal_due_at
@@ -567,3 +567,50 @@ def crl_failed(db: Database, authority_id: int, reason: str, clock: Clock) -> No
             subject=("authority", authority_id),
             reason=reason,
         )
+
+
+def secret_problems(db: Database, secrets: Secrets) -> list[str]:
+    """What this issuer cannot do for lack of a secret, for `certfleet doctor`: open each
+    authority's key (the CA passphrase), and make or read server-held host keys (the data
+    key). Names what is missing or wrong and how to fix it; never a value."""
+    problems: list[str] = []
+    with db.session() as session:
+        authorities = session.scalars(
+            select(Authority).where(Authority.status.in_(crls.SIGNING_STATUSES))
+        ).all()
+        if secrets.ca_passphrase is None:
+            problems.append(
+                "CERTFLEET_CA_KEY_PASSPHRASE is not set on the issuer: nothing can be signed"
+                " (set it, or run the stack with `certfleet stack run`, which reads"
+                " var/secrets.env)"
+            )
+        else:
+            for authority in authorities:
+                try:
+                    load_signer(authority, secrets.ca_passphrase)
+                except CertfleetError:
+                    problems.append(
+                        f"the issuer cannot open the key of authority {authority.name!r}:"
+                        " CERTFLEET_CA_KEY_PASSPHRASE is not the one it was made with"
+                    )
+        if secrets.data_key is None:
+            problems.append(
+                "CERTFLEET_DATA_KEY is not set on the issuer: every request without a CSR"
+                " (a key held by certfleet) fails"
+            )
+        else:
+            sealed = session.scalar(
+                select(Certificate.encrypted_key)
+                .where(Certificate.encrypted_key.is_not(None))
+                .order_by(Certificate.id.desc())
+                .limit(1)
+            )
+            if sealed is not None:
+                try:
+                    decrypt_private_key(sealed, secrets.data_key)
+                except CertfleetError:
+                    problems.append(
+                        "CERTFLEET_DATA_KEY is not the key the stored host keys were sealed"
+                        " with: their PFX exports and deliveries fail"
+                    )
+    return problems

@@ -16,6 +16,7 @@ import redis
 import redis.exceptions
 from celery import Task
 from celery.signals import task_postrun, task_prerun, worker_process_init
+from celery.worker.control import inspect_command
 
 from services.issuer import service
 from shared import taskstats, waiting
@@ -190,3 +191,11 @@ def refresh_crls(self: Task) -> list[int]:
         lambda _reason: None,
         "refreshing CRLs",
     )
+
+
+@inspect_command()
+def certfleet_secrets(state: Any) -> dict[str, Any]:
+    """Remote control (`certfleet doctor`): can this issuer open the CA keys and hold
+    server-held host keys? Problems by name and remedy, never a secret's value."""
+    rt = runtime()
+    return {"problems": service.secret_problems(rt.db, rt.secrets)}

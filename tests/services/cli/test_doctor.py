@@ -92,3 +92,47 @@ def test_doctor_reports_an_unreachable_redis_without_crashing(deployment: dict[s
     assert checks["database"]["status"] == "ok"
     assert checks["redis"]["status"] == "fail" and "could not check" in checks["redis"]["detail"]
     assert checks["workers"]["detail"] == "not checked: Redis is unreachable"
+
+
+def test_doctor_fails_an_issuer_that_cannot_use_its_secrets(deployment: dict[str, str]) -> None:
+    """The issuer runs, so the queue has a worker, yet every request would fail: a wrong CA
+    passphrase and no data key. The doctor asks the issuer itself and says what to fix."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {
+        **os.environ,
+        **deployment,
+        "CERTFLEET_CA_KEY_PASSPHRASE": "not-the-passphrase-0123",
+        "CERTFLEET_DATA_KEY": "",
+    }
+    worker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "celery", "-A", "services.issuer.tasks", "worker"),
+            *("--queues", "issue", "--concurrency", "1", "--pool", "solo"),
+            *("--hostname", f"doctor-issuer-{os.getpid()}@%h", "--without-gossip"),
+            "--without-mingle",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            _, checks = doctor(deployment)
+            found = [c for name, c in checks.items() if name.startswith("issuer secrets: ")]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert len(found) == 1, checks
+    [check] = found
+    assert check["status"] == "fail"
+    assert "cannot open the key of authority 'Doctor Root'" in check["detail"]
+    assert "CERTFLEET_DATA_KEY is not set on the issuer" in check["detail"]
+    assert "not-the-passphrase" not in json.dumps(checks)

@@ -33,3 +33,13 @@ def private_file(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Replace the file's content with `text`; the file is 0600 before any byte is in it
+    (never readable by others, not even for a moment)."""
+    private_file(path)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from shared.clock import Clock
 from shared.db.migrate import upgrade
 from shared.db.models import ApiToken, Authority
 from shared.db.session import Database
-from shared.files import private_dir
+from shared.files import write_private
 from shared.pki.profiles import DEFAULT_CA, CrlProfile
 from shared.settings import Settings
 from shared.tokens import create_token
@@ -100,9 +99,4 @@ def init(
 
 def write_secret(path: Path, secret: str) -> Path:
     """Write with mode 0600 from the start (never world-readable, not even for a moment)."""
-    private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    os.chmod(path, 0o600)
-    return path
+    return write_private(path, secret + "\n")

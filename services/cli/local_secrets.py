@@ -8,12 +8,11 @@ written at all."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared.files import private_file
+from shared.files import write_private
 
 FILE_NAME = "secrets.env"
 NAMES = ("CERTFLEET_CA_KEY_PASSPHRASE", "CERTFLEET_DATA_KEY")
@@ -48,9 +47,6 @@ def ensure(environ: Mapping[str, str]) -> Path | None:
     missing = [n for n in NAMES if not environ.get(n) and n not in kept]
     if missing:
         values = {**kept, **{n: secrets.token_urlsafe(32) for n in missing}}
-        private_file(path)
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-        with os.fdopen(fd, "w") as handle:
-            handle.writelines(f"{k}={v}\n" for k, v in values.items())
+        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
         kept = values
     return path if kept else None

@@ -30,6 +30,7 @@ COOKIE = "certfleet_dashboard"
 # Double-submit CSRF token: a random value in a cookie of its own, repeated in every form;
 # a cross-site page can make a browser send the cookie but cannot read it to fill the form.
 CSRF_COOKIE = "certfleet_csrf"
+CSRF_LENGTH = 64
 COOKIE_AGE = dt.timedelta(hours=12)
 LIVE_REFRESH_MS = 5000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,9 +76,6 @@ def csrf_token() -> str:
             g.csrf_new = True
         g.csrf_token = token
     return str(token)
-
-
-CSRF_LENGTH = 64
 
 
 def csrf_ok() -> bool:

@@ -60,8 +60,8 @@ def redis_client(url: str, master: str | None = None, **kwargs: Any) -> redis.Re
     timeouts = {
         k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")
     }
-    sentinel = Sentinel(nodes.addresses, **timeouts)  # type: ignore[no-untyped-call]
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(nodes.addresses, **timeouts)  # type: ignore[no-untyped-call, unused-ignore]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         master, db=nodes.db, password=nodes.password, **kwargs
     )
     return client

@@ -64,7 +64,7 @@ class Wakeup:
 
 @contextlib.contextmanager
 def subscribed(client: redis.Redis, request_id: int) -> Iterator[Wakeup]:
-    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
     try:
         pubsub.subscribe(channel(request_id))
         # The confirmation says Redis holds the subscription: from here no wake-up is lost.

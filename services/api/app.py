@@ -19,6 +19,8 @@ from services.api.common import BoundedIntConverter
 from services.api.context import ApiRuntime, close_session
 from services.api.dashboard.routes import bp as dashboard_bp
 from services.api.deliveries.routes import blp as deliveries_blp
+from services.api.docs import ASSETS_URL
+from services.api.docs import bp as docs_assets_bp
 from services.api.events.routes import blp as events_blp
 from services.api.health.routes import blp as health_blp
 from services.api.hosts.routes import blp as hosts_blp
@@ -58,7 +60,9 @@ def create_app(
     if settings is None:
         settings = Settings.from_env()
         configure_logging("api", settings.log_level)
-    app = Flask("certfleet-api")
+    # No default /static route: it would serve whatever "static" folder the working
+    # directory holds (the app has no import root of its own).
+    app = Flask("certfleet-api", static_folder=None)
     if settings.proxy_hops:
         # Behind a reverse proxy that replaces X-Forwarded-For (infra/nginx): the address
         # failed logins count against is the client's, not the proxy's.
@@ -72,7 +76,7 @@ def create_app(
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=ASSETS_URL,
         API_SPEC_OPTIONS={
             "security": [{"bearerAuth": []}],
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
@@ -111,6 +115,7 @@ def create_app(
     ):
         api.register_blueprint(blp)
     app.register_blueprint(dashboard_bp)  # HTML pages: not part of the OpenAPI spec
+    app.register_blueprint(docs_assets_bp)  # the reference page's scripts, from the package
     app.before_request(_bind_request)
     app.before_request(_whole_body)
     app.after_request(_log_request)

@@ -10,6 +10,7 @@ import datetime as dt
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -121,3 +122,37 @@ def colours(image: Image.Image, box: dict[str, float] | None) -> dict[tuple[int,
     left, top = int(box["x"]), int(box["y"])
     region = image.crop((left, top, left + int(box["width"]), top + int(box["height"])))
     return {colour: count for count, colour in region.getcolors(maxcolors=1 << 20) or []}
+
+
+def test_the_api_reference_renders_offline(served: tuple[ApiHarness, str]) -> None:
+    """/api/v1/docs in the browser with every request to another origin refused: Swagger UI
+    comes from the API itself and lists every operation of the spec."""
+    api, url = served
+    spec = api.get("/api/v1/openapi.json", token="").get_json()
+    operations = sum(
+        method in ("get", "post", "put", "patch", "delete")
+        for path in spec["paths"].values()
+        for method in path
+    )
+    elsewhere: list[str] = []
+
+    def only_the_api(route: Any) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_the_api)
+            page.goto(f"{url}/api/v1/docs")
+            page.wait_for_selector(".opblock", timeout=15000)
+            assert page.locator(".opblock").count() == operations
+            assert "certfleet" in page.inner_text(".info .title")
+            assert page.locator(".opblock-summary-path[data-path='/api/v1/hosts']").count() >= 1
+        finally:
+            browser.close()
+    assert elsewhere == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import schemathesis
 
 from services.api.app import create_app
@@ -74,6 +76,27 @@ def test_openapi_spec_lists_every_route_and_docs_page_serves(api: ApiHarness) ->
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     docs = api.get("/api/v1/docs", token="")
     assert docs.status_code == 200 and b"swagger" in docs.data.lower()
+
+
+def test_the_docs_page_needs_no_network(api: ApiHarness) -> None:
+    """Every script and style of the reference page is served by the API, from the installed
+    package; nothing is fetched from elsewhere (tests/e2e/test_dashboard_browser.py renders it
+    in a browser that may not leave the API)."""
+    page = api.get("/api/v1/docs", token="").get_data(as_text=True)
+    references = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(references) >= 3
+    assert not [r for r in references if "//" in r], "an asset from another origin"
+    kinds = {"css": "text/css", "js": "text/javascript"}
+    for reference in references:
+        answer = api.get(reference, token="")
+        assert answer.status_code == 200, reference
+        assert answer.content_type.startswith(kinds[reference.rsplit(".", 1)[1]]), reference
+        assert len(answer.data) > 10_000, reference
+    # The folder serves its own files only.
+    for outside in ("../flask_swagger_ui.py", "..%2fflask_swagger_ui.py", "%2e%2e/LICENSE"):
+        assert api.get(f"/api/v1/docs/assets/{outside}", token="").status_code == 404, outside
+    # The app has no default /static folder (it would serve the working directory's).
+    assert api.get("/static/pyproject.toml", token="").status_code == 404
 
 
 def test_missing_and_wrong_tokens_are_401(api: ApiHarness) -> None:

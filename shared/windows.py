@@ -217,17 +217,25 @@ def _assemble(purpose: str, values: Sequence[tuple[str, str]], functions: str, m
     return "\n".join([header, "# The plan", plan, _CONSTANTS, functions, main])
 
 
-def trust_one_liner(bundle_url: str) -> str:
-    """One line for an elevated Windows PowerShell: download the PEM bundle and add every
-    certificate in it to Cert:\\LocalMachine\\Root."""
+def trust_one_liner(bundle_url: str, sha256: str) -> str:
+    """One line for an elevated Windows PowerShell: download the PEM bundle, refuse it unless
+    its SHA-256 is `sha256` (the bundle may come over plain HTTP: the fingerprint printed into
+    the line is what authenticates it), and add every certificate in it to
+    Cert:\\LocalMachine\\Root."""
     url = powershell_quote(_check_url(bundle_url))
+    expected = _check_sha256(sha256)
     pattern = "'-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\\s]+)-----END CERTIFICATE-----'"
     return (
         "$ErrorActionPreference = 'Stop'; "
         "[Net.ServicePointManager]::SecurityProtocol = "
         "[Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12; "
-        f"$pem = (Invoke-WebRequest -UseBasicParsing -Uri {url}).Content; "
-        "if ($pem -is [byte[]]) { $pem = [Text.Encoding]::ASCII.GetString($pem) }; "
+        f"$bytes = (Invoke-WebRequest -UseBasicParsing -Uri {url}).RawContentStream.ToArray(); "
+        "$sum = -join ([Security.Cryptography.SHA256]::Create().ComputeHash($bytes) | "
+        "ForEach-Object { $_.ToString('x2') }); "
+        f"if ($sum -ne '{expected}') {{ throw ('the trust bundle is not the one this command "
+        f"was made for (SHA-256 ' + $sum + ', expected {expected}): nothing installed; print a new "
+        "one with certfleet trust install-command') }; "
+        "$pem = [Text.Encoding]::ASCII.GetString($bytes); "
         f"$found = [regex]::Matches($pem, {pattern}); "
         "if ($found.Count -eq 0) { throw 'no certificate in the bundle' }; "
         "foreach ($m in $found) { "
@@ -239,10 +247,28 @@ def trust_one_liner(bundle_url: str) -> str:
     )
 
 
-def linux_trust_one_liner(bundle_url: str) -> str:
-    """Debian/Ubuntu: fetch the bundle into the local CA directory and rebuild the store."""
+def linux_trust_one_liner(bundle_url: str, sha256: str) -> str:
+    """Debian/Ubuntu: fetch the bundle to a temporary file, refuse it unless its SHA-256 is
+    `sha256`, then put it in the local CA directory and rebuild the store. The subshell exits
+    non-zero on any failure and removes its temporary file either way."""
     url = shlex.quote(_check_url(bundle_url))
-    return f"sudo curl -fsSL {url} -o {LINUX_TRUST_FILE} && sudo update-ca-certificates"
+    expected = _check_sha256(sha256)
+    refused = shlex.quote(
+        "certfleet: the trust bundle is not the one this command was made for: nothing "
+        "installed; print a new one with certfleet trust install-command"
+    )
+    return (
+        "(set -e; f=$(mktemp); trap 'rm -f \"$f\"' EXIT; "
+        f'curl -fsSL {url} -o "$f"; '
+        f'echo "{expected}  $f" | sha256sum -c --quiet - || {{ echo {refused} >&2; exit 1; }}; '
+        f'sudo install -m 0644 "$f" {LINUX_TRUST_FILE}; sudo update-ca-certificates)'
+    )
+
+
+def _check_sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError("not a SHA-256 in lowercase hex")
+    return value
 
 
 def _check_url(url: str) -> str:

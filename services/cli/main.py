@@ -32,7 +32,6 @@ from services.cli.doctor import doctor
 from shared.clock import SystemClock
 from shared.pki.profiles import ALLOWED_RSA_BITS, DEFAULT_CA
 from shared.settings import Settings
-from shared.windows import linux_trust_one_liner, trust_one_liner
 
 POLL_CHUNK = 500
 LONG_POLL_S = 20.0  # below the client's HTTP timeout and the API's cap
@@ -428,11 +427,25 @@ def trust_push(ctx: click.Context) -> None:
 
 @trust.command("install-command")
 @click.option("--platform", type=click.Choice(["windows", "linux"]), default="windows")
+@click.option(
+    "--url",
+    "public_url",
+    envvar="CERTFLEET_PUBLIC_URL",
+    default=None,
+    help="the API's address as clients reach it (default: --api-url, unless that is loopback)",
+)
 @click.pass_context
-def trust_install_command(ctx: click.Context, platform: str) -> None:
-    """A one-liner that installs the trust bundle on a machine without an agent."""
-    url = ctx.obj["api_url"].rstrip("/") + "/api/v1/trust-bundle"
-    click.echo(trust_one_liner(url) if platform == "windows" else linux_trust_one_liner(url))
+@friendly_errors
+def trust_install_command(ctx: click.Context, platform: str, public_url: str | None) -> None:
+    """A one-liner that installs the trust bundle on a machine without an agent. It fetches
+    the bundle from the API's address and installs it only if the bundle's SHA-256 is the one
+    printed into it, so no client trusts a CA fetched unauthenticated."""
+    from services.cli.trust import install_command
+
+    line, notes = install_command(client_of(ctx), ctx.obj["api_url"], public_url, platform)
+    for note in notes:
+        click.echo(note, err=True)
+    click.echo(line)
 
 
 @cli.group()

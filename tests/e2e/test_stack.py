@@ -118,7 +118,8 @@ def test_doctor_passes_on_the_running_stack(running: Running) -> None:
 
 def test_the_readme_walkthrough_runs_as_written(running: Running, tmp_path: Path) -> None:
     """The README's walkthrough block, run by bash with `set -euo pipefail` from a copy of the
-    repository's examples: every command there works as printed."""
+    repository's examples: every command there works as printed, on both databases (with
+    only what the README sets: tests/e2e/test_first_hour.py)."""
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- walkthrough -->\n```sh\n", 1)[1].split("```", 1)[0]
     assert block.count("certfleet ") >= 12
@@ -141,11 +142,11 @@ def test_the_readme_walkthrough_runs_as_written(running: Running, tmp_path: Path
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    pfx = (tmp_path / "hq-mgmt01.pfx").read_bytes()
+    pfx = (tmp_path / "out" / "hq-mgmt01.pfx").read_bytes()
     key, certificate, _ = pkcs12.load_key_and_certificates(pfx, b"a long export password")
     assert key is not None and certificate is not None
     assert "hq-mgmt01.hq.vms.nordbank.example" in certificate.subject.rfc4514_string()
-    assert x509.load_pem_x509_certificates((tmp_path / "certfleet-ca.pem").read_bytes())
+    assert x509.load_pem_x509_certificates((tmp_path / "out" / "certfleet-ca.pem").read_bytes())
     assert "Import-Certificate" in result.stdout or "certutil" in result.stdout
     assert "dry run" in result.stdout.lower() or "would" in result.stdout.lower()
 

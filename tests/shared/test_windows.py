@@ -8,6 +8,7 @@ checked in the code alone. If `pwsh` is on PATH, its real parser checks the scri
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import shlex
 import shutil
@@ -579,9 +580,12 @@ def test_trust_script_imports_only_ca_certificates() -> None:
         render_trust_script("C:\\ca\\root.cer")  # a string is not a list of paths
 
 
+SUM = hashlib.sha256(b"a bundle").hexdigest()
+
+
 def test_windows_trust_one_liner() -> None:
     url = "https://certfleet.example.com/api/v1/trust-bundle?site=o'brien"
-    line = trust_one_liner(url)
+    line = trust_one_liner(url, SUM)
     assert "\n" not in line
     code, literals = tokenize(line)
     assert_balanced(code)
@@ -590,16 +594,22 @@ def test_windows_trust_one_liner() -> None:
     assert "Import-Certificate -FilePath $file -CertStoreLocation ''" in code
     assert "Cert:\\LocalMachine\\Root" in literals
     assert "Tls12" in code
+    # The fingerprint is checked before anything is imported.
+    assert SUM in literals
+    assert "ComputeHash($bytes)" in code and "if ($sum -ne '')" in code
+    assert code.index("if ($sum -ne '')") < code.index("Import-Certificate")
 
 
 def test_linux_trust_one_liner() -> None:
     url = "https://certfleet.example.com/api/v1/trust-bundle?a=1&b=$(id)"
-    words = shlex.split(linux_trust_one_liner(url))
-    assert words[:3] == ["sudo", "curl", "-fsSL"]
-    assert url in words
-    assert words[words.index("-o") + 1] == LINUX_TRUST_FILE
+    line = linux_trust_one_liner(url, SUM)
+    words = shlex.split(line)
+    assert url in words and f"{SUM}  $f" in words
+    assert f"{LINUX_TRUST_FILE};" in words
     assert LINUX_TRUST_FILE == "/usr/local/share/ca-certificates/certfleet.crt"
-    assert words[-3:] == ["&&", "sudo", "update-ca-certificates"]
+    assert words[-2:] == ["sudo", "update-ca-certificates)"]
+    assert line.index("sha256sum -c") < line.index("sudo install")
+    # tests/services/cli/test_trust_install.py runs it with bash, curl and sha256sum.
 
 
 @pytest.mark.parametrize(
@@ -614,6 +624,15 @@ def test_linux_trust_one_liner() -> None:
 )
 def test_one_liners_refuse_what_is_not_an_http_url(bad: str) -> None:
     with pytest.raises(ValueError):
-        trust_one_liner(bad)
+        trust_one_liner(bad, SUM)
     with pytest.raises(ValueError):
-        linux_trust_one_liner(bad)
+        linux_trust_one_liner(bad, SUM)
+
+
+@pytest.mark.parametrize("bad", ["", SUM.upper(), SUM[:-1], SUM + "0", "'; rm -rf / #" + SUM])
+def test_one_liners_refuse_what_is_not_a_sha256(bad: str) -> None:
+    url = "https://certfleet.example.com/api/v1/trust-bundle"
+    with pytest.raises(ValueError):
+        trust_one_liner(url, bad)
+    with pytest.raises(ValueError):
+        linux_trust_one_liner(url, bad)

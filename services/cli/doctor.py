@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from services.cli import local_secrets
 from services.cli.common import emit, err_console, friendly_errors
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock, SystemClock, days_left
 from shared.contracts import (
     BEAT_LOCK_KEY,
     QUEUE_DISTRIBUTE,
@@ -229,8 +229,8 @@ def authorities(session: Session, now: dt.datetime) -> list[Check]:
         if not_after is None:
             checks.append(Check(label, FAIL, f"{status} without a certificate"))
             continue
-        days = (not_after - now).total_seconds() / 86400
-        detail = f"{status}, expires {not_after:%Y-%m-%d} ({days:.0f} days)"
+        days = days_left(not_after, now)
+        detail = f"{status}, expires {not_after:%Y-%m-%d} ({days} days left)"
         if days < CA_FAIL_DAYS:
             checks.append(
                 Check(label, FAIL, f"{detail}: rotate it now (certfleet campaign rotate-ca)")

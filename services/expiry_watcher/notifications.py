@@ -58,7 +58,7 @@ from services.expiry_watcher.channels import (
     NoticeMessage,
 )
 from shared import events
-from shared.clock import Clock
+from shared.clock import Clock, days_left
 from shared.db.models import (
     Authority,
     Certificate,
@@ -475,8 +475,7 @@ def _when(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _days(left: dt.timedelta) -> str:
-    days = left // DAY
+def _days(days: int) -> str:
     return "less than a day" if days < 1 else f"{days} day{'s' if days != 1 else ''}"
 
 
@@ -494,9 +493,8 @@ def _expiry_message(
         headline = f"{row.host}: the certificate expired on {_when(row.not_after)}"
         hint = "XProtect refuses an expired certificate: renew and deliver a new one now."
     else:
-        headline = (
-            f"{row.host}: the certificate expires on {_when(row.not_after)} (in {_days(left)})"
-        )
+        days = _days(days_left(row.not_after, now))
+        headline = f"{row.host}: the certificate expires on {_when(row.not_after)} (in {days})"
         hint = "certfleet renews when due; check the site's maintenance window and renewals."
     if replacement is not None:
         hint = f"Its replacement (certificate {replacement}) is not verified on the host yet."
@@ -508,7 +506,7 @@ def _expiry_message(
         "serial": row.serial,
         "common_name": row.common_name,
         "not_after": row.not_after.isoformat(),
-        "days_left": left // DAY,
+        "days_left": days_left(row.not_after, now),
         "replacement_certificate_id": replacement,
     }
     return _message(headline, data, hint)

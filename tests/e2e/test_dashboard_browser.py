@@ -63,7 +63,7 @@ def test_dashboard_in_headless_chromium(served: tuple[ApiHarness, str], tmp_path
             sites = page.inner_text("#sites")
             for name in ("hq-copenhagen", "branch-aarhus", "branch-stockholm"):
                 assert name in sites
-            assert page.locator("#timeline rect.week").count() == 52
+            assert page.locator("#timeline rect.week").count() == 57  # to the latest expiry
             assert page.locator("#timeline rect.overdue").count() == 1
             assert "expires" in page.inner_text("#timeline .ca-list")
             assert "token.created" in page.inner_text("#audit")

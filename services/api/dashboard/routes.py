@@ -23,9 +23,11 @@ from services.api.common import MAX_ID
 from services.api.context import runtime
 from services.api.dashboard import service
 from services.api.errors import status_of
+from shared.clock import days_left
 from shared.errors import CertfleetError, TooManyRequests
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
+bp.add_app_template_global(days_left, "days_left")  # as the CLI and the notices count them
 COOKIE = "certfleet_dashboard"
 # Double-submit CSRF token: a random value in a cookie of its own, repeated in every form;
 # a cross-site page can make a browser send the cookie but cannot read it to fill the form.

@@ -24,9 +24,13 @@ from shared.db.models import (
     Site,
 )
 from shared.db.types import UTCDateTime
+from shared.pki.profiles import XPROTECT_SERVER
 
 EXPIRING_DAYS = 30
-TIMELINE_WEEKS = 52
+# The timeline reaches the latest expiry of an active certificate, and at least the longest
+# validity a site issues with (so a fleet of 397-day certificates is on it, whenever issued);
+# never past about ten years, a root's lifetime, that no leaf outlives.
+TIMELINE_MAX_WEEKS = 522
 WEEK = dt.timedelta(weeks=1)
 HOSTS_PER_PAGE = 200
 EVENTS_PER_PAGE = 100
@@ -127,11 +131,32 @@ def sites(session: Session, who: Principal, now: dt.datetime) -> list[SiteRow]:
     return list(rows.values())
 
 
+def timeline_weeks(session: Session, who: Principal, now: dt.datetime) -> int:
+    """How many weeks the timeline shows: up to the latest expiry of the reader's active
+    certificates, and at least the longest validity of the reader's sites."""
+    latest = session.scalar(
+        _scoped(
+            select(func.max(Certificate.not_after))
+            .join(Host, Certificate.host_id == Host.id)
+            .where(Certificate.status == "active"),
+            Host.site_id,
+            who,
+        )
+    )
+    longest = (
+        session.scalar(_scoped(select(func.max(Site.default_validity_days)), Site.id, who))
+        or XPROTECT_SERVER.default_validity_days
+    )
+    span = max(dt.timedelta(days=longest), (latest - now) if latest else dt.timedelta(0))
+    return max(1, min(TIMELINE_MAX_WEEKS, -(-span // WEEK)))
+
+
 def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
-    """Active certificates per week over the next TIMELINE_WEEKS weeks, and the CAs' expiry.
-    The weeks are counted in the database: a fleet of 250,000 certificates due within the
-    year is one grouped query, not 250,000 rows read."""
-    end = now + WEEK * TIMELINE_WEEKS
+    """Active certificates per week over the timeline's weeks, and the CAs' expiry. The
+    weeks are counted in the database: a fleet of 250,000 certificates due within the year
+    is one grouped query, not 250,000 rows read."""
+    span = timeline_weeks(session, who, now)
+    end = now + WEEK * span
     week = _week_of(session.get_bind().dialect.name, now).label("week")
     per_week = (
         select(week, func.count())
@@ -140,7 +165,6 @@ def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
         .where(
             Certificate.status == "active",
             Certificate.not_after > now,
-            Certificate.not_after < end,
         )
         .group_by(week)
     )
@@ -150,9 +174,9 @@ def timeline(session: Session, who: Principal, now: dt.datetime) -> Timeline:
         .join(Host, Certificate.host_id == Host.id)
         .where(Certificate.status == "active", Certificate.not_after <= now)
     )
-    weeks = [0] * TIMELINE_WEEKS
+    weeks = [0] * span
     for index, number in session.execute(_scoped(per_week, Host.site_id, who)):
-        weeks[min(int(index), TIMELINE_WEEKS - 1)] += number
+        weeks[min(int(index), span - 1)] += number  # past ten years: in the last week
     cas = [
         CaMark(name, not_after, int((not_after - now) / WEEK) if not_after < end else None)
         for name, not_after in session.execute(

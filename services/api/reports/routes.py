@@ -12,6 +12,7 @@ from sqlalchemy import case, func, select
 from services.api.auth import principal, requires
 from services.api.context import runtime
 from shared import access
+from shared.clock import days_left
 from shared.db.models import Authority, Certificate, Host, Site
 
 blp = Blueprint("reports", __name__, url_prefix="/api/v1/reports", description="Reports")
@@ -28,7 +29,11 @@ class ExpiringSchema(ma.Schema):
     host = ma.fields.String()
     site = ma.fields.String()
     not_after = ma.fields.DateTime()
-    days_left = ma.fields.Float()
+    days_left = ma.fields.Integer(
+        metadata={
+            "description": "whole days left, floored: 0 on the last day, negative once expired"
+        }
+    )
     renewal_due_at = ma.fields.DateTime(allow_none=True)
     renewal_in_progress = ma.fields.Boolean()
 
@@ -124,7 +129,7 @@ def expiry_report(args: dict[str, Any]) -> dict[str, Any]:
                 "host": host,
                 "site": site,
                 "not_after": c.not_after,
-                "days_left": round((c.not_after - now).total_seconds() / 86400, 2),
+                "days_left": days_left(c.not_after, now),
                 "renewal_due_at": c.renewal_due_at,
                 "renewal_in_progress": c.renewal_request_id is not None,
             }

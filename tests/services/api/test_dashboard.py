@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from services.api.dashboard.routes import COOKIE
 from shared import campaigns
-from shared.db.models import Authority, Certificate, Delivery, Host
+from shared.db.models import Authority, Certificate, Delivery, Host, Site
 from tests.services.api.conftest import ApiHarness
 
 ISSUED = ["hq-mgmt01", "hq-rec01", "aar-rec01", "sto-rec01"]
@@ -127,8 +127,10 @@ def test_overview_shows_sites_timeline_campaigns_and_audit(api: ApiHarness) -> N
     assert table["branch-stockholm"][1:] == ["2", "1", "1", "1", "0", "0", "0"]
     weeks = [int(c) for c in re.findall(r'class="week" data-week="\d+" data-count="(\d+)"', html)]
     # hq-rec01 (due in 10 days) in the second week, hq-mgmt01 (100 days) in the 15th;
-    # sto-rec01 (expired) as overdue; aar-rec01, valid for 397 days, beyond the year.
-    assert len(weeks) == 52 and weeks[1] == 1 and weeks[14] == 1 and sum(weeks) == 2
+    # sto-rec01 (expired) as overdue; aar-rec01, valid for 397 days, in the last week: the
+    # timeline reaches the latest expiry (57 weeks hold 397 days).
+    assert len(weeks) == 57 and weeks[1] == 1 and weeks[14] == 1 and weeks[56] == 1
+    assert sum(weeks) == 3
     assert re.search(r'class="overdue"[^>]*><title>1 already expired', html)
     with api.db.sessions() as session:
         [authority] = session.scalars(select(Authority)).all()
@@ -137,6 +139,46 @@ def test_overview_shows_sites_timeline_campaigns_and_audit(api: ApiHarness) -> N
     assert "spring renewal" in live and "running" in live
     assert "token.created" in section(html, "audit") or "inventory." in section(html, "audit")
     assert page(api, "/dashboard/campaigns").count("spring renewal") == 1
+
+
+def test_the_timeline_reaches_the_longest_validity_and_the_latest_expiry(
+    api: ApiHarness,
+) -> None:
+    fleet(api)
+    sign_in(api, api.token("auditor"))
+    with api.db.session() as session:
+        stockholm = session.scalars(select(Site).where(Site.name == "branch-stockholm")).one()
+        stockholm.default_validity_days = 825  # the longest a site may issue
+    weeks = re.findall(r'class="week" data-week="(\d+)"', page(api, "/dashboard/"))
+    assert len(weeks) == 118  # 825 days, rounded up to whole weeks
+    # Another site's reader sees its own span: Aarhus issues for 397 days.
+    sign_in(api, api.token("operator", site="branch-aarhus"))
+    assert len(re.findall(r'class="week"', page(api, "/dashboard/"))) == 57
+    # A certificate that outlives every site's validity (issued under an older policy)
+    # stretches the timeline to its expiry, which it then sits in.
+    sign_in(api, api.token("auditor"))
+    with api.db.session() as session:
+        [certificate] = session.scalars(
+            select(Certificate).join(Host).where(Host.name == "hq-rec01")
+        ).all()
+        certificate.not_after = api.clock.now() + dt.timedelta(days=1000, hours=1)
+    counts = [int(c) for c in re.findall(r'data-count="(\d+)"', page(api, "/dashboard/"))]
+    assert len(counts) == 143 and counts[142] == 1  # day 1000 is in week 143
+
+
+def test_days_left_are_counted_as_the_cli_counts_them(api: ApiHarness) -> None:
+    """Whole days, floored (shared.clock.days_left): the hosts page and the expiry report
+    the CLI prints say the same number for the same certificate."""
+    fleet(api)
+    sign_in(api, api.token("auditor"))
+    rows = dict(
+        re.findall(r'<tr data-host="([\w-]+)">(.*?)</tr>', page(api, "/dashboard/hosts"), re.S)
+    )
+    report = api.get("/api/v1/reports/expiry", query_string={"within_days": 400}).get_json()
+    by_host = {c["host"]: c["days_left"] for c in report["certificates"]}
+    assert by_host["hq-mgmt01"] == 100 and by_host["sto-rec01"] == -1 and by_host["hq-rec01"] == 10
+    for host, days in by_host.items():
+        assert re.search(rf'class="num[^"]*">{days}</td>', rows[host]), (host, days)
 
 
 def test_hosts_show_certificate_delivery_and_verification(api: ApiHarness) -> None:
@@ -159,7 +201,8 @@ def test_an_operator_of_one_site_sees_only_that_site(api: ApiHarness) -> None:
     assert "hq-copenhagen" not in section(html, "sites")
     assert "hq-rec01" not in page(api, "/dashboard/hosts")
     weeks = [int(c) for c in re.findall(r'data-count="(\d+)"', html)]
-    assert sum(weeks) == 0 and 'class="overdue"' not in html
+    # Its own aar-rec01 only; headquarters' and Stockholm's (the overdue one) are not counted.
+    assert sum(weeks) == 1 and weeks[56] == 1 and 'class="overdue"' not in html
 
 
 def section(html: str, name: str) -> str:

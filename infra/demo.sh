@@ -71,19 +71,9 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 
-echo "== certfleet apply (examples/inventory.yaml; Aarhus and the client deliver to var/demo/deliveries)"
-# The example inventory, with a directory target for the Aarhus branch and the client, so the
-# demo shows distribution too (a target's path must be absolute).
-$PY - "$PWD/$DEMO" <<'PYEOF'
-import sys, yaml
-demo = sys.argv[1]
-doc = yaml.safe_load(open("examples/inventory.yaml"))
-for host in doc["hosts"]:
-    if host["site"] == "branch-aarhus" or "client" in host["roles"]:
-        host["delivery"] = {"method": "directory", "settings": {"path": f"{demo}/deliveries"}}
-yaml.safe_dump(doc, open(f"{demo}/inventory.yaml", "w"), sort_keys=False)
-PYEOF
-$CLI apply -f "$DEMO/inventory.yaml"
+echo "== certfleet apply (examples/inventory.yaml: hq-mgmt01, Aarhus and the client deliver to $DEMO/deliveries)"
+# Their directory targets are relative paths: under the delivery root, var/demo/deliveries.
+$CLI apply -f examples/inventory.yaml
 
 echo "== certfleet issue --all --wait"
 $CLI issue --all --wait --idempotency-key "demo-$(date +%s)"
@@ -98,7 +88,7 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 $CLI deliveries
-ls -l "$DEMO/deliveries/aar-rec01"
+ls -l "$DEMO/deliveries/branch-aarhus/aar-rec01"
 
 echo "== trust bundle: $CERTFLEET_API_URL/api/v1/trust-bundle"
 http_get "$CERTFLEET_API_URL/api/v1/trust-bundle" > "$DEMO/trust-bundle.pem"

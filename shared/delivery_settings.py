@@ -61,9 +61,22 @@ def _absolute_path(value: str) -> None:
         raise ma.ValidationError("the path may not contain '..'")
 
 
+def _clean_path(value: str) -> None:
+    if "\0" in value or any(part == ".." for part in value.split("/")):
+        raise ma.ValidationError("the path may not contain NUL or '..'")
+
+
 def path_field(**kwargs: Any) -> ma.fields.String:
     return ma.fields.String(
         validate=[ma.validate.Length(min=1, max=MAX_PATH), _absolute_path], **kwargs
+    )
+
+
+def root_path_field(**kwargs: Any) -> ma.fields.String:
+    """A directory on this deployment: absolute, or relative to the first delivery root
+    (resolve_directory makes it absolute before it is stored)."""
+    return ma.fields.String(
+        validate=[ma.validate.Length(min=1, max=MAX_PATH), _clean_path], **kwargs
     )
 
 
@@ -91,7 +104,10 @@ class NoSettings(_Strict):
 
 
 class DirectorySettings(_Strict):
-    path = path_field(required=True, metadata={"description": "inside a delivery root"})
+    path = root_path_field(
+        required=True,
+        metadata={"description": "inside a delivery root: absolute, or relative to the first root"},
+    )
     layout = ma.fields.String(load_default="host", validate=ma.validate.OneOf(LAYOUTS))
     group_readable = flag()
     pfx_password_env = env_name(load_default=None)
@@ -188,6 +204,23 @@ def parse_settings(method: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in loaded.items() if v is not None}
 
 
+def resolve_directory(delivery: Mapping[str, Any], limits: DeliveryLimits) -> dict[str, Any]:
+    """A directory target's relative path made absolute, under the first delivery root (an
+    inventory can then name `branch-aarhus` wherever the deployment keeps its deliveries);
+    any other delivery as it is."""
+    settings = delivery.get("settings") or {}
+    path = settings.get("path")
+    if delivery.get("method") != "directory" or not isinstance(path, str) or path.startswith("/"):
+        return dict(delivery)
+    if not limits.directory_roots:
+        raise ValidationFailed(
+            "a relative directory needs a delivery root (CERTFLEET_DELIVERY_ROOTS)",
+            {"settings": {"path": ["no delivery root to be relative to"]}},
+        )
+    absolute = posixpath.normpath(posixpath.join(str(limits.directory_roots[0]), path))
+    return {**delivery, "settings": {**settings, "path": absolute}}
+
+
 def check_delivery(
     delivery: Mapping[str, Any], names: Iterable[str], limits: DeliveryLimits
 ) -> dict[str, Any]:
@@ -195,7 +228,9 @@ def check_delivery(
     deployment's limits; the stored (normalized) form."""
     method = str(delivery.get("method") or "none")
     settings = parse_settings(method, delivery.get("settings") or {})
-    if method == "directory" and not limits.within_roots(settings["path"]):
+    if method == "directory" and not (
+        settings["path"].startswith("/") and limits.within_roots(settings["path"])
+    ):
         roots = ", ".join(str(r) for r in limits.directory_roots) or "none configured"
         raise ValidationFailed(
             f"the directory must lie inside a delivery root ({roots}; CERTFLEET_DELIVERY_ROOTS)",

@@ -19,6 +19,7 @@ from shared.delivery_settings import (
     effective_directory,
     endpoint_host,
     parse_settings,
+    resolve_directory,
 )
 from shared.errors import Conflict, ValidationFailed
 from shared.issuance import site_policy
@@ -53,7 +54,7 @@ def host_by_name(session: Session, name: str) -> Host:
     return by_name_or_404(session, Host, name, "host")
 
 
-def normalized(data: dict[str, Any]) -> dict[str, Any]:
+def normalized(data: dict[str, Any], limits: DeliveryLimits) -> dict[str, Any]:
     out = {k: v for k, v in data.items() if k in HOST_FIELDS}
     problems: dict[str, list[str]] = {}
     if "dns_names" in data:
@@ -74,7 +75,7 @@ def normalized(data: dict[str, Any]) -> dict[str, Any]:
         method = data["delivery"].get("method") or "none"
         try:
             settings = parse_settings(method, data["delivery"].get("settings") or {})
-            out["delivery"] = {"method": method, "settings": settings}
+            out["delivery"] = resolve_directory({"method": method, "settings": settings}, limits)
         except ValidationFailed as exc:
             details = (exc.errors or {}).get("settings")
             problems["delivery"] = [exc.message + (f": {details}" if details else "")]
@@ -156,7 +157,7 @@ def upsert_host(
 ) -> tuple[Host, Outcome]:
     """Create or update by name, as far as shared.access lets `who` (on the host's site as it
     is and as it will be). `site` may be passed when the caller already resolved it."""
-    changes = normalized(data)
+    changes = normalized(data, limits)
     if site is None and data.get("site") is not None:
         site = site_by_name(session, data["site"])
     host = find_host(session, data["name"])

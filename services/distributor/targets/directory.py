@@ -122,6 +122,14 @@ class DirectoryTarget:
 
     def deliver(self, bundle: Bundle, settings: Mapping[str, Any]) -> Delivered:
         config = parse_settings(self.method, settings)
+        if not config["path"].startswith("/"):
+            # The API stores a relative path resolved against its first delivery root
+            # (shared.delivery_settings.resolve_directory): this one did not come through it.
+            raise TargetError(
+                f"use an absolute path, not {config['path']!r}: the API resolves a relative one "
+                "when the host is saved",
+                retryable=False,
+            )
         directory = self._directory(bundle, config)
         files = install_order(bundle.files(config["group_readable"]))
         try:

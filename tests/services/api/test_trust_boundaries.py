@@ -184,6 +184,9 @@ SSH_BASE = {
         ("ssh", {**SSH_BASE, "reload_command": "x" * 5000}, "reload_command"),
         ("directory", {"path": "/etc/cron.d"}, "delivery root"),
         ("directory", {"path": "/var/../etc"}, "may not contain"),
+        ("directory", {"path": "../../etc/cron.d"}, "may not contain"),  # relative to the root
+        ("directory", {"path": "share/../../../etc"}, "may not contain"),
+        ("directory", {"path": "a\u0000b"}, "may not contain"),
         ("directory", {"path": "/srv", "pfx_password_env": "CERTFLEET_CA_KEY_PASSPHRASE"}, "CERTF"),
         ("webhook", {"url": "https://hooks.example/x", "secret_env": "HOME"}, "CERTFLEET_SECRET_"),
         (
@@ -249,6 +252,28 @@ def test_no_host_writes_into_another_hosts_delivery_directory(fleet: ApiHarness)
         "PATCH", f"/api/v1/hosts/{a_host}", token=operator_a, json={"delivery": beside}
     )
     assert allowed.status_code == 200, allowed.get_json()
+
+
+def test_a_relative_directory_lies_under_the_first_delivery_root(fleet: ApiHarness) -> None:
+    """examples/inventory.yaml names `branch-aarhus`: stored as the first root's
+    subdirectory, so the distributor writes where the deployment keeps its deliveries."""
+    api = fleet
+    root = api.settings.delivery_limits.directory_roots[0]
+    host = host_of(api, "hq-rec01")
+    body = {"delivery": {"method": "directory", "settings": {"path": "hq/servers"}}}
+    saved = api.call("PATCH", f"/api/v1/hosts/{host['id']}", json=body)
+    assert saved.status_code == 200, saved.get_json()
+    assert saved.get_json()["delivery"]["settings"]["path"] == str(root / "hq" / "servers")
+    # The same relative path again changes nothing (an inventory applied twice is unchanged).
+    fields = ("name", "site", "dns_names", "ip_addresses", "roles", "service_account")
+    item = {**{k: host[k] for k in fields}, "tls_endpoints": host["tls_endpoints"]}
+    again = put_inventory(api, api.admin_token, {"hosts": [{**item, **body}]})
+    assert again.status_code == 200 and again.get_json()["hosts"]["unchanged"] == ["hq-rec01"]
+    # Another host naming the same relative directory, flat, is refused like an absolute one.
+    flat = {"method": "directory", "settings": {"path": "hq/servers/hq-rec01", "layout": "flat"}}
+    other = host_of(api, "hq-rec02")
+    taken = api.call("PATCH", f"/api/v1/hosts/{other['id']}", json={"delivery": flat})
+    assert taken.status_code == 409, taken.get_json()
 
 
 def test_tls_endpoints_are_the_hosts_own(fleet: ApiHarness) -> None:

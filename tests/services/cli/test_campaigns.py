@@ -19,7 +19,16 @@ AARHUS = ["aar-rec01", "aar-rec02"]
 
 
 def fleet(served: ServedApi) -> None:
+    """The example fleet, with Aarhus's hosts given no delivery method: an item's end is its
+    certificate issued (no distributor runs here)."""
     served.harness.apply_inventory()
+    with served.harness.db.session() as session:
+        ids = session.scalars(select(Host.id).where(Host.name.in_(AARHUS))).all()
+    for host_id in ids:
+        changed = served.harness.call(
+            "PATCH", f"/api/v1/hosts/{host_id}", json={"delivery": {"method": "none"}}
+        )
+        assert changed.status_code == 200, changed.get_json()
     issue_all(served.harness, [*AARHUS, "hq-rec01"])
 
 
@@ -97,7 +106,9 @@ def test_create_show_steer_and_watch_to_the_end(served: ServedApi) -> None:
 
     published = drive(served)
     assert {m.task for m in published} == {contracts.TASK_ISSUE_BATCH}
-    done = served.cli("campaign", "watch", str(campaign_id), "--interval", "0.1")
+    done = served.cli(
+        "campaign", "watch", str(campaign_id), "--interval", "0.1", "--timeout", "120"
+    )
     assert done.exit_code == 0, done.output
     assert f"campaign {campaign_id} completed: 2/2 finished" in done.output
     listing = served.cli("-o", "json", "campaign", "list")

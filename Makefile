@@ -39,7 +39,7 @@ test: venv ## Run the whole test suite (real redis-server, PostgreSQL and OpenSS
 
 .PHONY: bench
 BENCH_SCALE ?= full
-BENCH_STEPS ?= raw,csr,keygen,latency,scan,campaign
+BENCH_STEPS ?= raw,csr,keygen,latency,scan,campaign,cli
 bench: venv ## Benchmarks vs in-process references (BENCH_SCALE=small|full, BENCH_STEPS=...)
 	@infra/ensure-services.sh --postgres
 	$(BIN)/python -m infra.bench --scale $(BENCH_SCALE) --steps $(BENCH_STEPS)

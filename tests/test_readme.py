@@ -41,10 +41,17 @@ def options_of(command: click.Command) -> set[str]:
 def resolve(group: click.Group, words: list[str]) -> tuple[click.Command, list[str]]:
     """Walk subcommand names from `group`; the command reached and the words left over."""
     command: click.Command = group
-    while words and isinstance(command, click.Group) and words[0] in command.commands:
-        command = command.commands[words[0]]
-        words = words[1:]
+    while words and isinstance(command, click.Group):
+        sub = subcommand(command, words[0])
+        if sub is None:
+            break
+        command, words = sub, words[1:]
     return command, words
+
+
+def subcommand(group: click.Group, name: str) -> click.Command | None:
+    """The command `name` of `group`, imported if the group loads its commands lazily."""
+    return group.get_command(click.Context(group), name)
 
 
 @pytest.mark.parametrize("line", command_lines())
@@ -61,8 +68,8 @@ def test_readme_command_exists_with_its_options(line: str) -> None:
     assert first is not root, f"no such command: {line}"
     parent = root
     for name in alternatives[0].split():
-        if isinstance(parent, click.Group) and name in parent.commands:
-            nxt = parent.commands[name]
+        nxt = subcommand(parent, name) if isinstance(parent, click.Group) else None
+        if nxt is not None:
             if not isinstance(nxt, click.Group):
                 break
             parent = nxt
@@ -83,7 +90,7 @@ def test_the_readme_shows_every_top_level_command() -> None:
         for line in command_lines()
         if line.startswith("certfleet ")
         for word in line.split()[1:]
-        if word in cli.commands
+        if word in cli.list_commands(click.Context(cli))
     }
-    hidden = set(cli.commands) - shown
+    hidden = set(cli.list_commands(click.Context(cli))) - shown
     assert hidden == set(), f"commands missing from the README: {sorted(hidden)}"

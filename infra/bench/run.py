@@ -8,6 +8,7 @@ Steps (--steps, comma-separated; default all):
   latency   one request at idle: POST, then poll until issued; p50 / p99
   scan      the expiry watcher's scans over 1,000,000 and 100,000 certificates
   campaign  a renewal campaign over 100,000 certificates, unthrottled and rate-limited
+  cli       `certfleet --help` start-up CPU vs the same with every command imported
 
 --scale: full (the issue's counts), small (1/20, a few minutes), tiny (a smoke test)."""
 
@@ -32,7 +33,7 @@ from infra.bench import raw
 from infra.bench.report import Figure, Report, Target
 from infra.bench.steps import STEPS, Context
 
-ALL_STEPS = ("raw", "csr", "keygen", "latency", "scan", "campaign")
+ALL_STEPS = ("raw", "csr", "keygen", "latency", "scan", "campaign", "cli")
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,13 @@ class Scale:
     scan_rows: tuple[int, ...]
     campaign_certificates: int
     campaign_window_s: float
+    cli_runs: int
 
 
 SCALES = {
-    "full": Scale("full", 4000, 600, 20_000, 2_000, 200, (1_000_000, 100_000), 100_000, 120),
-    "small": Scale("small", 400, 40, 1_000, 100, 50, (50_000, 5_000), 5_000, 60),
-    "tiny": Scale("tiny", 40, 4, 50, 4, 5, (2_000,), 100, 0),
+    "full": Scale("full", 4000, 600, 20_000, 2_000, 200, (1_000_000, 100_000), 100_000, 120, 30),
+    "small": Scale("small", 400, 40, 1_000, 100, 50, (50_000, 5_000), 5_000, 60, 15),
+    "tiny": Scale("tiny", 40, 4, 50, 4, 5, (2_000,), 100, 0, 5),
 }
 
 

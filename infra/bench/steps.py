@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra.bench import campaign, expiry, issuance, raw
+from infra.bench import campaign, cli, expiry, issuance, raw
 from infra.bench.report import Figure, Report, Target
 
 if TYPE_CHECKING:
@@ -229,6 +229,24 @@ def step_campaign(ctx: Context) -> None:
         ctx.report.not_measured["campaign_throttled"] = "this scale has no rate-limited window"
 
 
+def step_cli(ctx: Context) -> None:
+    result = cli.cli_startup(ctx.scale.cli_runs)
+    ctx.report.details["cli"] = asdict(result)
+    ctx.report.add(
+        Figure(
+            "cli_help_cpu",
+            f"7 `certfleet --help` CPU, median of {result.runs}",
+            result.help_cpu_s,
+            "s",
+            result.eager_cpu_s,
+            "every command imported",
+            Target("max", 0.3),
+        ),
+        Figure("cli_help_wall", "  `certfleet --help` wall", result.help_wall_s, "s"),
+        Figure("cli_bare_cpu", "  bare `python -c pass` CPU", result.bare_cpu_s, "s"),
+    )
+
+
 STEPS: dict[str, Callable[[Context], None]] = {
     "raw": step_raw,
     "csr": step_csr,
@@ -236,4 +254,5 @@ STEPS: dict[str, Callable[[Context], None]] = {
     "latency": step_latency,
     "scan": step_scan,
     "campaign": step_campaign,
+    "cli": step_cli,
 }

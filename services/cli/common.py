@@ -17,7 +17,6 @@ from rich.table import Table
 
 from services.cli.client import ApiClient, CliError
 from shared.errors import CertfleetError
-from shared.settings import DEFAULT_API_BIND
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Tables stay readable when piped or logged (no terminal width to detect).
@@ -60,12 +59,6 @@ def write_file(out: Path, content: bytes, mode: int | None = None) -> None:
             out.chmod(mode)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
-
-
-def default_api_url() -> str:
-    return os.environ.get("CERTFLEET_API_URL") or (
-        "http://" + (os.environ.get("CERTFLEET_API_BIND") or DEFAULT_API_BIND)
-    )
 
 
 def load_token(explicit: str | None) -> str | None:

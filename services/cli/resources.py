@@ -66,6 +66,7 @@ def sites() -> None:
 @click.pass_context
 @friendly_errors
 def sites_list(ctx: click.Context) -> None:
+    """List sites with their CA and DNS suffixes."""
     rows = client_of(ctx).get_json("/api/v1/sites")
     emit(ctx, rows, ("id", "name", "authority", "dns_suffixes", "muted_until"), "sites")
 
@@ -75,6 +76,7 @@ def sites_list(ctx: click.Context) -> None:
 @click.pass_context
 @friendly_errors
 def sites_show(ctx: click.Context, site: str) -> None:
+    """One site, by name or ID."""
     emit_one(ctx, lookup(client_of(ctx), "sites", site), "site")
 
 
@@ -84,6 +86,7 @@ def sites_show(ctx: click.Context, site: str) -> None:
 @click.pass_context
 @friendly_errors
 def sites_delete(ctx: click.Context, site: str) -> None:
+    """Delete a site that has no hosts left."""
     delete(ctx, "sites", site)
 
 
@@ -113,6 +116,7 @@ def hosts() -> None:
 @click.pass_context
 @friendly_errors
 def hosts_list(ctx: click.Context, site: str | None) -> None:
+    """List hosts with their names, roles and delivery method."""
     rows = list(client_of(ctx).paged("/api/v1/hosts", site=site, limit=1000))
     for row in rows:
         row["names"] = row["dns_names"] + row["ip_addresses"]
@@ -125,6 +129,7 @@ def hosts_list(ctx: click.Context, site: str | None) -> None:
 @click.pass_context
 @friendly_errors
 def hosts_show(ctx: click.Context, host: str) -> None:
+    """One host, by name or ID."""
     emit_one(ctx, lookup(client_of(ctx), "hosts", host), "host")
 
 
@@ -134,6 +139,7 @@ def hosts_show(ctx: click.Context, host: str) -> None:
 @click.pass_context
 @friendly_errors
 def hosts_delete(ctx: click.Context, host: str) -> None:
+    """Delete a host (by name or ID)."""
     delete(ctx, "hosts", host)
 
 
@@ -152,6 +158,7 @@ AUTHORITY_COLUMNS = ("id", "name", "kind", "status", "key_bits", "not_after")
 @click.pass_context
 @friendly_errors
 def authorities_list(ctx: click.Context) -> None:
+    """List certificate authorities."""
     emit(ctx, client_of(ctx).get_json("/api/v1/authorities"), AUTHORITY_COLUMNS, "authorities")
 
 
@@ -160,6 +167,7 @@ def authorities_list(ctx: click.Context) -> None:
 @click.pass_context
 @friendly_errors
 def authorities_show(ctx: click.Context, authority_id: int) -> None:
+    """One certificate authority."""
     emit_one(ctx, client_of(ctx).get_json(f"/api/v1/authorities/{authority_id}"), "authority")
 
 
@@ -225,6 +233,7 @@ def tokens() -> None:
 @click.pass_context
 @friendly_errors
 def tokens_list(ctx: click.Context) -> None:
+    """List API tokens (never their secrets)."""
     rows = client_of(ctx).get_json("/api/v1/tokens")
     emit(ctx, rows, ("id", "name", "role", "site_id", "prefix", "last_used_at"), "tokens")
 
@@ -246,6 +255,7 @@ def tokens_create(ctx: click.Context, name: str, role: str, site: str | None) ->
 @click.pass_context
 @friendly_errors
 def tokens_revoke(ctx: click.Context, token_id: int) -> None:
+    """Revoke an API token."""
     emit_one(ctx, client_of(ctx).post_json(f"/api/v1/tokens/{token_id}/revoke", {}), "token")
 
 
@@ -265,6 +275,7 @@ REQUEST_COLUMNS = ("id", "host", "status", "reason", "certificate_id", "created_
 @click.pass_context
 @friendly_errors
 def requests_list(ctx: click.Context, status: str | None) -> None:
+    """List issuance requests, optionally by status."""
     path = "/api/v1/issuance-requests"
     rows = list(client_of(ctx).paged(path, status=status, limit=1000))
     emit(ctx, rows, REQUEST_COLUMNS, "issuance requests")
@@ -276,6 +287,7 @@ def requests_list(ctx: click.Context, status: str | None) -> None:
 @click.pass_context
 @friendly_errors
 def requests_show(ctx: click.Context, request_id: int, wait: float) -> None:
+    """One issuance request and, if it failed, why."""
     path = f"/api/v1/issuance-requests/{request_id}"
     emit_one(ctx, client_of(ctx).get_json(path, wait=wait or None), "issuance request")
 
@@ -347,6 +359,7 @@ def channels() -> None:
 @click.pass_context
 @friendly_errors
 def channels_list(ctx: click.Context) -> None:
+    """List notification channels."""
     rows = client_of(ctx).get_json("/api/v1/notification-channels")
     emit(ctx, rows, ("id", "name", "kind", "target", "thresholds", "muted_until"), "channels")
 
@@ -361,6 +374,7 @@ def channels_list(ctx: click.Context) -> None:
 def channels_create(
     ctx: click.Context, name: str, kind: str, target: str, thresholds: tuple[int, ...]
 ) -> None:
+    """Add a channel: an e-mail address or a webhook URL, and the days-left thresholds."""
     body: dict[str, Any] = {"name": name, "kind": kind, "target": target}
     if thresholds:
         body["thresholds"] = sorted(set(thresholds), reverse=True)
@@ -373,6 +387,7 @@ def channels_create(
 @click.pass_context
 @friendly_errors
 def channels_mute(ctx: click.Context, channel_id: int, hours: float) -> None:
+    """Mute a channel's notices for some hours (0 unmutes)."""
     path = f"/api/v1/notification-channels/{channel_id}/mute"
     emit_one(ctx, client_of(ctx).post_json(path, {"until": mute_until(hours)}), "channel")
 
@@ -398,6 +413,8 @@ def certs_show(ctx: click.Context, certificate_id: int) -> None:
 @click.pass_context
 @friendly_errors
 def certs_revoke(ctx: click.Context, certificate_id: int, reason: str, renew: bool) -> None:
+    """Revoke a certificate (it goes on its CA's CRL); a replacement is issued unless
+    --no-renew."""
     path = f"/api/v1/certificates/{certificate_id}/revoke"
     body = {"reason": reason, "renew": renew}
     emit_one(ctx, client_of(ctx).post_json(path, body), "revocation")

@@ -21,7 +21,7 @@ def test_bench_writes_figures(tmp_path: Path, pg_admin_url: str) -> None:
             "--scale",
             "tiny",
             "--steps",
-            "raw,latency",
+            "raw,latency,cli",
             "--results",
             str(tmp_path),
         ],
@@ -35,7 +35,18 @@ def test_bench_writes_figures(tmp_path: Path, pg_admin_url: str) -> None:
     latest = json.loads((tmp_path / "latest.json").read_text())
     assert latest["not_measured"] == {}, latest["not_measured"]
     figures = {f["key"]: f for f in latest["figures"]}
-    assert set(figures) == {"raw_sign", "latency_p50", "latency_p99"}
+    assert set(figures) == {
+        "raw_sign",
+        "latency_p50",
+        "latency_p99",
+        "cli_help_cpu",
+        "cli_help_wall",
+        "cli_bare_cpu",
+    }
+    # the lazy CLI's help costs less CPU than the same with every command imported
+    assert 0 < figures["cli_help_cpu"]["value"] < figures["cli_help_cpu"]["reference"]
+    assert figures["cli_help_cpu"]["target"] == "<= 0.3 s"
+    assert latest["details"]["cli"]["runs"] == 5
     assert figures["raw_sign"]["value"] > 0
     assert 0 < figures["latency_p50"]["value"] <= figures["latency_p99"]["value"]
     assert figures["latency_p50"]["target"] == "<= 15 ms"

@@ -95,12 +95,16 @@ def _local_to_utc(
 
 
 def _parse_hhmm(name: str, value: object) -> dt.time:
+    if value is None:
+        raise ValueError(f"maintenance window {name} is missing (HH:MM)")
     if not isinstance(value, str) or not _HHMM.match(value):
         raise ValueError(f"maintenance window {name} must be HH:MM, got {value!r}")
     return dt.time(int(value[:2]), int(value[3:]))
 
 
 def _parse_zone(value: object) -> zoneinfo.ZoneInfo:
+    if value is None:
+        raise ValueError("maintenance window timezone is missing (an IANA name)")
     if not isinstance(value, str):
         raise ValueError(f"maintenance window timezone must be a name, got {value!r}")
     try:
@@ -120,6 +124,36 @@ def _parse_days(value: object) -> frozenset[int]:
     if not value:
         raise ValueError("maintenance window days is empty: certificates would never renew")
     return frozenset(WEEKDAYS.index(d) for d in value)
+
+
+class InvalidWindow(ValueError):
+    """A maintenance window that does not parse: each failing field with why. The API's
+    schema reports these as its field errors, so it refuses what the watcher could not read."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        super().__init__("; ".join(self.errors.values()))
+
+
+_WINDOW_FIELDS = (
+    ("start", lambda value: _parse_hhmm("start", value)),
+    ("end", lambda value: _parse_hhmm("end", value)),
+    ("timezone", _parse_zone),
+    ("days", _parse_days),
+)
+
+
+@dataclass(frozen=True)
+class UnreadableWindow:
+    """A stored window that does not parse: never open, with the reason to log."""
+
+    error: str
+
+    def is_open(self, now: dt.datetime) -> bool:
+        return False
+
+    def next_opening(self, now: dt.datetime) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -153,14 +187,30 @@ class MaintenanceWindow:
         if value is None:
             return None
         if not isinstance(value, Mapping):
-            raise ValueError(f"maintenance window must be an object, got {value!r}")
-        window = cls(
-            start=_parse_hhmm("start", value.get("start")),
-            end=_parse_hhmm("end", value.get("end")),
-            timezone=_parse_zone(value.get("timezone")),
-            days=_parse_days(value.get("days")),
-        )
+            raise InvalidWindow({"_schema": f"maintenance window must be an object, got {value!r}"})
+        parsed: dict[str, object] = {}
+        errors: dict[str, str] = {}
+        for name, parse in _WINDOW_FIELDS:
+            try:
+                parsed[name] = parse(value.get(name))
+            except ValueError as exc:
+                errors[name] = str(exc)
+        if errors:
+            raise InvalidWindow(errors)
+        window = cls(**parsed)  # type: ignore[arg-type]
         return None if window.start == window.end and window.days == ALL_DAYS else window
+
+    @classmethod
+    def stored(
+        cls, value: Mapping[str, object] | None
+    ) -> MaintenanceWindow | UnreadableWindow | None:
+        """A window as a site row holds it. One that no longer parses (stored before the API
+        checked windows with this class) is closed rather than an error: that site's renewals
+        wait, and every other site's go on."""
+        try:
+            return cls.from_json(value)
+        except ValueError as exc:
+            return UnreadableWindow(str(exc))
 
     def _occurrence(self, day: dt.date) -> tuple[dt.datetime, dt.datetime] | None:
         """[opens, closes) in UTC of the window starting on local `day`; None if none."""
@@ -298,7 +348,7 @@ class RenewalDecision:
 def decide(
     now: dt.datetime,
     due_at: dt.datetime,
-    window: MaintenanceWindow | None,
+    window: MaintenanceWindow | UnreadableWindow | None,
     next_retry_at: dt.datetime | None,
 ) -> RenewalDecision:
     """In order: not due yet; a retry backoff still pending; the maintenance window closed
@@ -312,6 +362,8 @@ def decide(
         if now < next_retry_at:
             retry = next_retry_at.astimezone(UTC)
             return RenewalDecision(False, f"retry at {retry.isoformat()}", retry)
+    if isinstance(window, UnreadableWindow):
+        return RenewalDecision(False, f"maintenance window unreadable: {window.error}", None)
     if window is not None and not window.is_open(now):
         return RenewalDecision(
             False, "waiting for the maintenance window", window.next_opening(now)

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.expiry_watcher.renewal import busy_host_names, covering_failovers
+from services.expiry_watcher.renewal import busy_host_names, covering_failovers, site_window
 from shared import contracts, events
 from shared.bundles import fingerprint_of, trust_bundle_pem
 from shared.campaigns import (
@@ -58,7 +58,7 @@ from shared.db.session import Database
 from shared.deliveries import MAX_PROBES, client_host_ids, has_method
 from shared.errors import CertfleetError
 from shared.issuance import issue_messages, renewal_requests
-from shared.renewal import Candidate, MaintenanceWindow, choose_batch
+from shared.renewal import Candidate, choose_batch
 
 Publish = Callable[[contracts.Message], None]
 ACTOR = "expiry-watcher"
@@ -485,7 +485,7 @@ def _dispatch(session: Session, campaign: Campaign, now: dt.datetime) -> list[Is
 
 
 def _window_open(site: Site, now: dt.datetime) -> bool:
-    window = MaintenanceWindow.from_json(site.maintenance_window)
+    window = site_window(site)
     return window is None or window.is_open(now)
 
 

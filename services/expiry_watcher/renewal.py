@@ -24,13 +24,14 @@ from sqlalchemy.orm import Session, aliased, joinedload
 
 from shared import contracts, events
 from shared.clock import Clock
-from shared.db.models import Certificate, Delivery, Host, IssuanceRequest
+from shared.db.models import Certificate, Delivery, Host, IssuanceRequest, Site
 from shared.db.session import Database
 from shared.issuance import issue_messages, renewal_requests
 from shared.logging import fields
 from shared.renewal import (
     Candidate,
     MaintenanceWindow,
+    UnreadableWindow,
     choose_batch,
     decide,
     renewal_due_at,
@@ -159,6 +160,22 @@ def covering_failovers(session: Session, site_ids: set[int]) -> dict[str, list[s
     return covering
 
 
+def site_window(
+    site: Site, seen: dict[int, MaintenanceWindow | UnreadableWindow | None] | None = None
+) -> MaintenanceWindow | UnreadableWindow | None:
+    """The site's window (read once per run through `seen`). One that does not parse holds
+    back that site only, and is logged with the site's name."""
+    seen = {} if seen is None else seen
+    if site.id not in seen:
+        window = seen[site.id] = MaintenanceWindow.stored(site.maintenance_window)
+        if isinstance(window, UnreadableWindow):
+            log.error(
+                "maintenance window unreadable: the site's renewals wait until it is fixed",
+                extra=fields(site=site.name, error=window.error),
+            )
+    return seen[site.id]
+
+
 def renew_due(
     db: Database, publish: Publish, clock: Clock, *, per_site_limit: int = 5, limit: int = 500
 ) -> RenewalReport:
@@ -170,8 +187,9 @@ def renew_due(
         due = due_certificates(session, now, limit)
         ready: dict[int, Certificate] = {}
         waiting = 0
+        windows: dict[int, MaintenanceWindow | UnreadableWindow | None] = {}
         for certificate in due:
-            window = MaintenanceWindow.from_json(certificate.host.site.maintenance_window)
+            window = site_window(certificate.host.site, windows)
             decision = decide(
                 now, certificate.renewal_due_at or now, window, certificate.next_renewal_at
             )

@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import re
-import zoneinfo
 from typing import Any
 
 import marshmallow as ma
 
+from shared.renewal import WEEKDAYS, InvalidWindow, MaintenanceWindow
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")
-HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def validate_timezone(value: str) -> None:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ma.ValidationError(f"unknown time zone {value!r}") from exc
 
 
 class MaintenanceWindowSchema(ma.Schema):
-    start = ma.fields.String(required=True, validate=ma.validate.Regexp(HHMM, error="use HH:MM"))
-    end = ma.fields.String(required=True, validate=ma.validate.Regexp(HHMM, error="use HH:MM"))
-    timezone = ma.fields.String(required=True, validate=validate_timezone)
+    """The shape for the OpenAPI document; what is valid is shared.renewal.MaintenanceWindow's
+    to say, the same parser the expiry watcher reads the stored window with."""
+
+    start = ma.fields.String(required=True, metadata={"description": "HH:MM, local"})
+    end = ma.fields.String(required=True, metadata={"description": "HH:MM, local"})
+    timezone = ma.fields.String(required=True, metadata={"description": "IANA zone name"})
     days = ma.fields.List(
-        ma.fields.String(validate=ma.validate.OneOf(WEEKDAYS)), load_default=list(WEEKDAYS)
+        ma.fields.String(metadata={"enum": list(WEEKDAYS)}), load_default=list(WEEKDAYS)
     )
+
+    @ma.validates_schema
+    def parses(self, data: dict[str, Any], **_: Any) -> None:
+        try:
+            MaintenanceWindow.from_json(data)
+        except InvalidWindow as exc:
+            raise ma.ValidationError(exc.errors) from exc
 
 
 class SiteInSchema(ma.Schema):

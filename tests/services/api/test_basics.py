@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import schemathesis
+import yaml
 
 from services.api.app import create_app
 from shared.settings import Settings
@@ -140,6 +142,32 @@ def test_validation_errors_name_the_field(api: ApiHarness) -> None:
     assert response.status_code == 422
     errors = response.get_json()["errors"]["json"]["maintenance_window"]
     assert "start" in errors and "timezone" in errors
+
+
+def test_a_window_the_watcher_could_not_read_is_refused_everywhere(
+    api: ApiHarness, tmp_path: Path
+) -> None:
+    """`days: []` would stop renewals: the API refuses it on create, patch and inventory, with
+    the same parser the expiry watcher uses (shared.renewal.MaintenanceWindow)."""
+    never = {"start": "01:00", "end": "04:00", "timezone": "UTC", "days": []}
+    created = api.post("/api/v1/sites", json={"name": "never", "maintenance_window": never})
+    assert created.status_code == 422
+    assert "never renew" in created.get_json()["errors"]["json"]["maintenance_window"]["days"]
+    site = api.post("/api/v1/sites", json={"name": "fine"}).get_json()
+    for window in (never, {"start": "01:00"}, {**never, "days": ["Saturday"]}):
+        patched = api.call(
+            "PATCH", f"/api/v1/sites/{site['id']}", json={"maintenance_window": window}
+        )
+        assert patched.status_code == 422, window
+    assert api.get(f"/api/v1/sites/{site['id']}").get_json()["maintenance_window"] is None
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text(yaml.safe_dump({"sites": [{"name": "inv", "maintenance_window": never}]}))
+    applied = api.call(
+        "PUT", "/api/v1/inventory", data=inventory.read_bytes(), content_type="application/yaml"
+    )
+    assert applied.status_code == 422
+    assert "never renew" in str(applied.get_json()["errors"])
+    assert [s["name"] for s in api.get("/api/v1/sites").get_json()] == ["fine"]
 
 
 def test_oversized_body_is_413(api: ApiHarness) -> None:

@@ -212,3 +212,29 @@ def test_a_certificate_that_cannot_be_renewed_does_not_stop_the_others(
         and getattr(r, "fields", {}).get("certificate_id") == lost
         for r in caplog.records
     )
+
+
+def test_a_site_whose_stored_window_cannot_be_read_waits_and_the_others_renew(
+    database: Database, clock: FixedClock, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window stored before the API checked windows (`days: []`) holds back its own site,
+    logged with the site's name; a second site's due certificate renews in the same run."""
+    with database.session() as session:
+        first = session.get_one(Host, fleet.ids["rec01"]).site
+        first.maintenance_window = {**WINDOW, "days": []}
+        other = make_site(session, first.authority, name="other", dns_suffixes=["other.test"])
+        request = make_request(session, make_host(session, other, name="oth01"))
+        request_id, bad_site = request.id, first.name
+    issue(database, clock, fleet, [request_id])
+    with database.session() as session:
+        due = max(
+            c.renewal_due_at for c in session.scalars(select(Certificate)) if c.renewal_due_at
+        )
+    move_to(clock, due + dt.timedelta(minutes=1))
+    report = renew_due(database, fleet.publish, clock)
+    assert started_hosts(database, report.started) == ["oth01"]
+    assert report.waiting_for_window == 3
+    unreadable = [r for r in caplog.records if "window unreadable" in r.getMessage()]
+    assert len(unreadable) == 1  # once per run, not once per certificate
+    assert getattr(unreadable[0], "fields", {}).get("site") == bad_site
+    assert "never renew" in getattr(unreadable[0], "fields", {}).get("error", "")

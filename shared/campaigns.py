@@ -367,6 +367,7 @@ def _new_authority(
         key_bits=int(spec.new_authority.get("key_bits") or old.key_bits),
         validity_days=int(spec.new_authority.get("validity_days") or old.validity_days),
         created_at=now,
+        updated_at=now,
     )
     session.add(row)
     session.flush()

@@ -2,26 +2,33 @@
 whose message may have been lost is found here by indexed queries and sent again.
 Duplicates are harmless: every worker claims its rows with a conditional update.
 
+Two tables say what it covers. RELEASES hand back claims whose worker died (past the stale
+limit) so that the finders below see the work again. STRANDED lists every kind of work a
+lost message can leave behind, with how to find it (older than the grace period; found rows
+are touched so the next sweep waits another grace period) and the message that restarts it:
+
 - requests `queued` for longer than the grace period: enqueued again;
-- requests stuck in `signing` past the stale limit (their worker died): handed back to
-  `queued` and enqueued again;
+- authorities `pending` for longer than the grace period (their creation message was lost):
+  created again;
 - push deliveries that are due and not leased: enqueued again;
 - delivered/installed deliveries whose probe never concluded: probed again;
 - active certificates whose host has a delivery method but no delivery: planned.
+
+A new kind of asynchronous work adds a row here, or a lost message strands it for ever.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import contracts, deliveries
 from shared.clock import Clock
-from shared.db.models import Certificate, Delivery, Host, IssuanceRequest
+from shared.db.models import Authority, Certificate, Delivery, Host, IssuanceRequest
 from shared.db.session import Database
 
 Publish = Callable[[contracts.Message], None]
@@ -37,44 +44,63 @@ class SweepLimits:
 
 @dataclass(frozen=True)
 class SweepReport:
-    requests_requeued: int
-    requests_released: int
-    deliveries_resent: int
-    probes_resent: int
-    certificates_planned: int
+    requests_requeued: int = 0
+    requests_released: int = 0
+    authorities_resent: int = 0
+    authorities_released: int = 0
+    deliveries_resent: int = 0
+    probes_resent: int = 0
+    certificates_planned: int = 0
 
     @property
     def total(self) -> int:
-        return (
-            self.requests_requeued
-            + self.requests_released
-            + self.deliveries_resent
-            + self.probes_resent
-            + self.certificates_planned
-        )
+        return sum(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class Release:
+    """Claims older than the stale limit go back to where a finder sees them."""
+
+    counted_as: str
+    release: Callable[[Session, dt.datetime, dt.datetime], int]  # (session, before, now)
+
+
+@dataclass(frozen=True)
+class Stranded:
+    """One kind of work a lost message can strand."""
+
+    counted_as: str
+    find: Callable[[Session, dt.datetime, dt.datetime, int], list[int]]  # before, now, limit
+    messages: Callable[[Sequence[int], int], list[contracts.Message]]  # ids, batch size
+
+
+def _each(
+    build: Callable[[int], contracts.Message],
+) -> Callable[[Sequence[int], int], list[contracts.Message]]:
+    return lambda ids, _batch: [build(i) for i in ids]
+
+
+def _batched(
+    build: Callable[[Sequence[int]], contracts.Message],
+) -> Callable[[Sequence[int], int], list[contracts.Message]]:
+    return lambda ids, batch: [build(chunk) for chunk in contracts.chunked(ids, batch)]
 
 
 def sweep(
     db: Database, publish: Publish, clock: Clock, limits: SweepLimits = SweepLimits()
 ) -> SweepReport:
     now = clock.now()
+    counts: dict[str, int] = {}
     with db.session() as session:
-        released = _release_stale_signing(session, now - limits.stale_signing, now)
-    with db.session() as session:
-        requeued = _stale_queued(session, now - limits.grace, now, limits.per_run)
-    for chunk in contracts.chunked(requeued, limits.batch):
-        publish(contracts.issue_batch(chunk))
-    with db.session() as session:
-        due = _due_deliveries(session, now - limits.grace, now, limits.per_run)
-        probes = _unfinished_probes(session, now - limits.grace, now, limits.per_run)
-        unplanned = _unplanned_certificates(session, now - limits.grace, limits.per_run)
-    for delivery_id in due:
-        publish(contracts.deliver(delivery_id))
-    for delivery_id in probes:
-        publish(contracts.verify(delivery_id))
-    for chunk in contracts.chunked(unplanned, limits.batch):
-        publish(contracts.distribute_certificates(chunk))
-    return SweepReport(len(requeued), released, len(due), len(probes), len(unplanned))
+        for release in RELEASES:
+            counts[release.counted_as] = release.release(session, now - limits.stale_signing, now)
+    for kind in STRANDED:
+        with db.session() as session:  # committed before publishing: a worker must see it
+            ids = kind.find(session, now - limits.grace, now, limits.per_run)
+        for message in kind.messages(ids, limits.batch):
+            publish(message)
+        counts[kind.counted_as] = len(ids)
+    return SweepReport(**counts)
 
 
 def _release_stale_signing(session: Session, before: dt.datetime, now: dt.datetime) -> int:
@@ -86,6 +112,37 @@ def _release_stale_signing(session: Session, before: dt.datetime, now: dt.dateti
         .returning(IssuanceRequest.id)
     )
     return len(result.all())
+
+
+def _release_stale_generating(session: Session, before: dt.datetime, now: dt.datetime) -> int:
+    """An authority left `generating` by a worker that died while making its key."""
+    result = session.execute(
+        update(Authority)
+        .where(Authority.status == "generating", Authority.updated_at < before)
+        .values(status="pending", updated_at=before)  # old enough to be sent at once
+        .returning(Authority.id)
+    )
+    return len(result.all())
+
+
+def _pending_authorities(
+    session: Session, before: dt.datetime, now: dt.datetime, limit: int
+) -> list[int]:
+    ids = list(
+        session.scalars(
+            select(Authority.id)
+            .where(Authority.status == "pending", Authority.updated_at < before)
+            .order_by(Authority.id)
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(
+            update(Authority)
+            .where(Authority.id.in_(ids), Authority.status == "pending")
+            .values(updated_at=now)
+        )
+    return ids
 
 
 def _stale_queued(session: Session, before: dt.datetime, now: dt.datetime, limit: int) -> list[int]:
@@ -155,7 +212,9 @@ def _unfinished_probes(
     return ids
 
 
-def _unplanned_certificates(session: Session, before: dt.datetime, limit: int) -> list[int]:
+def _unplanned_certificates(
+    session: Session, before: dt.datetime, now: dt.datetime, limit: int
+) -> list[int]:
     """Active certificates with no delivery at all although their host has a method. The
     method is tested in SQL: filtered afterwards, the first `limit` certificates of hosts
     without one would hide every later one that has one."""
@@ -174,3 +233,20 @@ def _unplanned_certificates(session: Session, before: dt.datetime, limit: int) -
             .limit(limit)
         )
     )
+
+
+RELEASES = (
+    Release("requests_released", _release_stale_signing),
+    Release("authorities_released", _release_stale_generating),
+)
+STRANDED = (
+    Stranded("requests_requeued", _stale_queued, _batched(contracts.issue_batch)),
+    Stranded("authorities_resent", _pending_authorities, _each(contracts.create_authority)),
+    Stranded("deliveries_resent", _due_deliveries, _each(contracts.deliver)),
+    Stranded("probes_resent", _unfinished_probes, _each(contracts.verify)),
+    Stranded(
+        "certificates_planned",
+        _unplanned_certificates,
+        _batched(contracts.distribute_certificates),
+    ),
+)

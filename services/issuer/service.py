@@ -422,7 +422,7 @@ def create_authority(
         claimed = session.execute(
             update(Authority)
             .where(Authority.id == authority_id, Authority.status == "pending")
-            .values(status="generating")
+            .values(status="generating", updated_at=clock.now())
             .returning(Authority.id)
         ).first()
     if claimed is None:
@@ -436,7 +436,7 @@ def create_authority(
             session.execute(
                 update(Authority)
                 .where(Authority.id == authority_id, Authority.status == "generating")
-                .values(status="pending")
+                .values(status="pending", updated_at=clock.now())
             )
         raise
 
@@ -447,7 +447,7 @@ def fail_authority(db: Database, authority_id: int, reason: str, clock: Clock) -
         session.execute(
             update(Authority)
             .where(Authority.id == authority_id, Authority.status.in_(("pending", "generating")))
-            .values(status="failed", reason=reason)
+            .values(status="failed", reason=reason, updated_at=clock.now())
         )
         events.record(
             session,
@@ -477,6 +477,7 @@ def _generate_claimed_authority(
             )
         except CertfleetError as exc:
             authority.status, authority.reason = "failed", exc.message
+        authority.updated_at = clock.now()
         events.record(
             session,
             f"authority.{'created' if authority.status == 'active' else 'failed'}",

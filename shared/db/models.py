@@ -64,6 +64,7 @@ class Authority(Base):
     not_after: Mapped[dt.datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     parent: Mapped[Authority | None] = relationship(remote_side=[id])
 

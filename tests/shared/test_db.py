@@ -6,12 +6,13 @@ import datetime as dt
 import json
 
 import pytest
+import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import StatementError
 
 from shared.db.migrate import alembic_config, downgrade, upgrade
-from shared.db.models import Base, Event
+from shared.db.models import Authority, Base, Event
 from shared.db.session import Database, make_engine
 from shared.db.types import utcnow
 
@@ -164,14 +165,18 @@ def test_migration_0010_gives_every_name_one_owner_and_shares_the_duplicates(
     from shared.db.models import HostName, SharedName
     from tests.factories import FIXED_NOW, make_root_authority, make_site
 
-    downgrade(db_url, "0009")
     db = Database(db_url)
-    try:
+    try:  # the site through today's models, before stepping down to 0009
         with db.session() as session:
             site = make_site(
                 session, make_root_authority(session, ca_passphrase, FixedClock(FIXED_NOW))
             )
             site_id = site.id
+    finally:
+        db.dispose()
+    downgrade(db_url, "0009")
+    db = Database(db_url)
+    try:
         with db.engine.begin() as conn:  # the hosts table as it was at 0009
             insert = text(
                 "INSERT INTO hosts (site_id, name, dns_names, ip_addresses, roles, failover_for,"
@@ -222,3 +227,37 @@ def test_migration_0010_gives_every_name_one_owner_and_shares_the_duplicates(
     assert directories == [("rec01", "/srv/share"), ("rec02", None)]  # the first keeps it
     downgrade(db_url, "0009")  # and back down cleanly
     upgrade(db_url)
+
+
+def test_migration_0011_gives_every_authority_its_created_at_as_updated_at(
+    db_url: str, ca_passphrase: str
+) -> None:
+    from shared.clock import FixedClock
+    from tests.factories import FIXED_NOW, make_root_authority
+
+    db = Database(db_url)
+    try:
+        with db.session() as session:
+            authority_id = make_root_authority(session, ca_passphrase, FixedClock(FIXED_NOW)).id
+    finally:
+        db.dispose()
+    downgrade(db_url, "0010")
+    created = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
+    db = Database(db_url)
+    try:
+        with db.engine.begin() as conn:
+            before_0011 = sa.table(
+                "authorities", sa.column("created_at", Authority.created_at.type)
+            )
+            conn.execute(update(before_0011).values(created_at=created))
+            columns = list(conn.execute(text("SELECT * FROM authorities")).keys())
+            assert "updated_at" not in columns
+    finally:
+        db.dispose()
+    upgrade(db_url)
+    db = Database(db_url)
+    try:
+        with db.sessions() as session:
+            assert session.get_one(Authority, authority_id).updated_at == created
+    finally:
+        db.dispose()

@@ -70,6 +70,7 @@ def request_authority(
         key_bits=data["key_bits"],
         validity_days=data.get("validity_days") or default_days,
         created_at=now,
+        updated_at=now,
     )
     session.add(row)
     session.flush()

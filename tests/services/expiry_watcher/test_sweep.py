@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from services.distributor import service as distributor
 from services.distributor.targets.directory import DirectoryTarget
@@ -20,7 +20,7 @@ from services.expiry_watcher.sweep import SweepLimits, sweep
 from services.issuer import service as issuer
 from shared import contracts
 from shared.clock import FixedClock
-from shared.db.models import Certificate, Delivery, Host, IssuanceRequest
+from shared.db.models import Authority, Certificate, Delivery, Host, IssuanceRequest
 from shared.db.session import Database
 from shared.queue import CeleryPublisher, make_celery
 from shared.settings import Settings
@@ -204,3 +204,56 @@ def test_unplanned_certificates_are_found_behind_many_hosts_without_a_method(
     [(task, payload)] = messages(queue, contracts.QUEUE_DISTRIBUTE)
     assert task == contracts.TASK_DISTRIBUTE_CERTIFICATES
     assert payload["certificate_ids"] == result.certificate_ids
+
+
+def test_an_authority_whose_creation_message_was_lost_is_created(
+    database: Database,
+    clock: FixedClock,
+    queue: redis.Redis,
+    publish: Any,
+    ca_passphrase: str,
+    data_key: str,
+) -> None:
+    """The API stores a pending authority and publishes its creation; the message is lost.
+    The sweep sends it again after the grace period, once; a worker that died while
+    generating hands it back after the stale limit."""
+    with database.session() as session:
+        row = Authority(
+            name="rotated-ca",
+            kind="root",
+            status="pending",
+            key_bits=2048,
+            validity_days=3650,
+            created_at=clock.now(),
+            updated_at=clock.now(),
+        )
+        session.add(row)
+        session.flush()
+        authority_id = row.id
+    clock.advance(dt.timedelta(minutes=1))
+    assert sweep(database, publish, clock).authorities_resent == 0  # the issuer may be at it
+    clock.advance(dt.timedelta(minutes=2))
+    assert sweep(database, publish, clock).authorities_resent == 1
+    assert messages(queue, contracts.QUEUE_ISSUE) == [
+        (contracts.TASK_CREATE_AUTHORITY, {"authority_id": authority_id})
+    ]
+    assert sweep(database, publish, clock).authorities_resent == 0  # not again within the grace
+
+    with database.session() as session:  # a worker claims it as the issuer does, then dies
+        session.execute(
+            update(Authority)
+            .where(Authority.id == authority_id, Authority.status == "pending")
+            .values(status="generating", updated_at=clock.now())
+        )
+    clock.advance(dt.timedelta(minutes=5))
+    assert sweep(database, publish, clock).authorities_released == 0
+    clock.advance(SweepLimits().stale_signing)
+    report = sweep(database, publish, clock)
+    assert (report.authorities_released, report.authorities_resent) == (1, 1)
+    secrets = issuer.Secrets(ca_passphrase, data_key)
+    assert issuer.create_authority(database, authority_id, secrets=secrets, clock=clock) == "active"
+    assert (
+        issuer.create_authority(database, authority_id, secrets=secrets, clock=clock) == "skipped"
+    )
+    clock.advance(dt.timedelta(minutes=30))
+    assert sweep(database, publish, clock).total == 0

@@ -23,7 +23,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import contracts, deliveries
@@ -103,113 +103,71 @@ def sweep(
     return SweepReport(**counts)
 
 
-def _release_stale_signing(session: Session, before: dt.datetime, now: dt.datetime) -> int:
-    """A claim older than any task's time limit belongs to a worker that died."""
-    result = session.execute(
-        update(IssuanceRequest)
-        .where(IssuanceRequest.status == "signing", IssuanceRequest.updated_at < before)
-        .values(status="queued", updated_at=before)  # old enough to be swept at once
-        .returning(IssuanceRequest.id)
-    )
-    return len(result.all())
+Model = type[IssuanceRequest] | type[Authority] | type[Delivery]
 
 
-def _release_stale_generating(session: Session, before: dt.datetime, now: dt.datetime) -> int:
-    """An authority left `generating` by a worker that died while making its key."""
-    result = session.execute(
-        update(Authority)
-        .where(Authority.status == "generating", Authority.updated_at < before)
-        .values(status="pending", updated_at=before)  # old enough to be sent at once
-        .returning(Authority.id)
-    )
-    return len(result.all())
+def _released(
+    model: Model, claimed: str, back_to: str
+) -> Callable[[Session, dt.datetime, dt.datetime], int]:
+    """A claim older than any task's time limit belongs to a worker that died: hand the
+    row back, dated old enough to be sent again by this very sweep."""
 
-
-def _pending_authorities(
-    session: Session, before: dt.datetime, now: dt.datetime, limit: int
-) -> list[int]:
-    ids = list(
-        session.scalars(
-            select(Authority.id)
-            .where(Authority.status == "pending", Authority.updated_at < before)
-            .order_by(Authority.id)
-            .limit(limit)
+    def release(session: Session, before: dt.datetime, now: dt.datetime) -> int:
+        result = session.execute(
+            update(model)
+            .where(model.status == claimed, model.updated_at < before)
+            .values(status=back_to, updated_at=before)
+            .returning(model.id)
         )
-    )
-    if ids:
-        session.execute(
-            update(Authority)
-            .where(Authority.id.in_(ids), Authority.status == "pending")
-            .values(updated_at=now)
-        )
-    return ids
+        return len(result.all())
+
+    return release
 
 
-def _stale_queued(session: Session, before: dt.datetime, now: dt.datetime, limit: int) -> list[int]:
-    """Queued longer than the grace period: send again, and touch them so the next sweep
-    waits another grace period before sending again."""
-    ids = list(
-        session.scalars(
-            select(IssuanceRequest.id)
-            .where(IssuanceRequest.status == "queued", IssuanceRequest.updated_at < before)
-            .order_by(IssuanceRequest.id)
-            .limit(limit)
-        )
-    )
-    if ids:
-        session.execute(
-            update(IssuanceRequest)
-            .where(IssuanceRequest.id.in_(ids), IssuanceRequest.status == "queued")
-            .values(updated_at=now)
-        )
-    return ids
+def _untouched(
+    model: Model, conditions: Callable[[dt.datetime], Sequence[ColumnElement[bool]]]
+) -> Callable[[Session, dt.datetime, dt.datetime, int], list[int]]:
+    """Rows that match `conditions(now)` and have not changed for the grace period; they are
+    touched, so that the next sweep waits another grace period before sending them again."""
 
-
-def _due_deliveries(
-    session: Session, before: dt.datetime, now: dt.datetime, limit: int
-) -> list[int]:
-    ids = list(
-        session.scalars(
-            select(Delivery.id)
-            .where(
-                Delivery.status == "pending",
-                Delivery.method.in_(deliveries.PUSH_METHODS),
-                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
-                Delivery.updated_at < before,
+    def find(session: Session, before: dt.datetime, now: dt.datetime, limit: int) -> list[int]:
+        where = (*conditions(now), model.updated_at < before)
+        ids = list(session.scalars(select(model.id).where(*where).order_by(model.id).limit(limit)))
+        if ids:
+            session.execute(
+                update(model).where(model.id.in_(ids), *conditions(now)).values(updated_at=now)
             )
-            .order_by(Delivery.id)
-            .limit(limit)
-        )
-    )
-    if ids:
-        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(updated_at=now))
-    return ids
+        return ids
+
+    return find
 
 
-def _unfinished_probes(
-    session: Session, before: dt.datetime, now: dt.datetime, limit: int
-) -> list[int]:
-    """A probe chain whose next message was lost: the delivery sits delivered/installed with
-    an open verdict and no update for longer than the grace period."""
-    ids = list(
-        session.scalars(
-            select(Delivery.id)
-            .join(Host, Host.id == Delivery.host_id)
-            .where(
-                Delivery.status.in_(("delivered", "installed")),
-                Delivery.kind == "certificate",
-                Delivery.probe_state.in_(("unprobed", "mismatch", "unreachable")),
-                Delivery.probe_attempts < deliveries.MAX_PROBES,
-                Delivery.updated_at < before,
-            )
-            .order_by(Delivery.id)
-            .limit(limit)
-        )
+def _queued(now: dt.datetime) -> Sequence[ColumnElement[bool]]:
+    return (IssuanceRequest.status == "queued",)
+
+
+def _pending_authority(now: dt.datetime) -> Sequence[ColumnElement[bool]]:
+    return (Authority.status == "pending",)
+
+
+def _due_push(now: dt.datetime) -> Sequence[ColumnElement[bool]]:
+    """A push delivery due now and not leased by a worker."""
+    return (
+        Delivery.status == "pending",
+        Delivery.method.in_(deliveries.PUSH_METHODS),
+        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
     )
-    if ids:
-        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(updated_at=now))
-    return ids
+
+
+def _open_probe(now: dt.datetime) -> Sequence[ColumnElement[bool]]:
+    """A probe chain whose next message was lost: delivered/installed, verdict still open."""
+    return (
+        Delivery.status.in_(("delivered", "installed")),
+        Delivery.kind == "certificate",
+        Delivery.probe_state.in_(("unprobed", "mismatch", "unreachable")),
+        Delivery.probe_attempts < deliveries.MAX_PROBES,
+    )
 
 
 def _unplanned_certificates(
@@ -236,14 +194,20 @@ def _unplanned_certificates(
 
 
 RELEASES = (
-    Release("requests_released", _release_stale_signing),
-    Release("authorities_released", _release_stale_generating),
+    Release("requests_released", _released(IssuanceRequest, "signing", back_to="queued")),
+    Release("authorities_released", _released(Authority, "generating", back_to="pending")),
 )
 STRANDED = (
-    Stranded("requests_requeued", _stale_queued, _batched(contracts.issue_batch)),
-    Stranded("authorities_resent", _pending_authorities, _each(contracts.create_authority)),
-    Stranded("deliveries_resent", _due_deliveries, _each(contracts.deliver)),
-    Stranded("probes_resent", _unfinished_probes, _each(contracts.verify)),
+    Stranded(
+        "requests_requeued", _untouched(IssuanceRequest, _queued), _batched(contracts.issue_batch)
+    ),
+    Stranded(
+        "authorities_resent",
+        _untouched(Authority, _pending_authority),
+        _each(contracts.create_authority),
+    ),
+    Stranded("deliveries_resent", _untouched(Delivery, _due_push), _each(contracts.deliver)),
+    Stranded("probes_resent", _untouched(Delivery, _open_probe), _each(contracts.verify)),
     Stranded(
         "certificates_planned",
         _unplanned_certificates,

@@ -34,7 +34,7 @@ from shared.contracts import (
 from shared.db.migrate import alembic_config
 from shared.db.models import Authority, TaskRun
 from shared.db.session import Database
-from shared.queue import make_celery
+from shared.queue import make_celery, redis_client
 from shared.settings import Settings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -66,7 +66,12 @@ def run_all(settings: Settings, clock: Clock, app: Celery, api_url: str | None) 
     dependency is down) is reported as failed, and the rest still run."""
     checks: list[Check] = []
     db = Database(settings.database_url)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+    client = redis_client(
+        settings.redis_url,
+        settings.redis_sentinel_master,
+        socket_timeout=3,
+        socket_connect_timeout=3,
+    )
     try:
         checks.append(guarded("database", lambda: [database(db)]))
         reachable = guarded("redis", lambda: [redis_reachable(client)])

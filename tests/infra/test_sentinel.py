@@ -171,3 +171,32 @@ def test_every_part_of_the_broker_url_carries_the_database_and_password() -> Non
         "sentinel://:s%40cret@10.0.0.1:26379/4;sentinel://:s%40cret@10.0.0.2:26379/4"
     )
     assert broker_url("redis://127.0.0.1:6379/2") == "redis://127.0.0.1:6379/2"
+
+
+def test_the_doctor_checks_a_deployment_behind_sentinel(pair: Pair, tmp_path: Path) -> None:
+    """With a `sentinel://` URL the doctor reaches the master through the Sentinel (the
+    down one first) and reports its findings; it used to end in a traceback."""
+    from click.testing import CliRunner
+
+    from services.cli import admin
+    from services.cli.main import cli
+    from shared.clock import SystemClock
+    from tests.conftest import TEST_CA_PASSPHRASE
+
+    settings = settings_for(pair, db=5)
+    env = {
+        "CERTFLEET_DATABASE_URL": f"sqlite:///{tmp_path / 'doctor.db'}",
+        "CERTFLEET_REDIS_URL": settings.redis_url,
+        "CERTFLEET_REDIS_SENTINEL_MASTER": MASTER,
+        "CERTFLEET_CA_KEY_PASSPHRASE": TEST_CA_PASSPHRASE,
+        "CERTFLEET_VAR_DIR": str(tmp_path / "var"),
+    }
+    admin.init(Settings.from_env(env), SystemClock(), ca_name="Sentinel Root", key_bits=2048)
+    result = CliRunner().invoke(cli, ["-o", "json", "doctor", "--no-api"], env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert checks["redis"]["status"] in ("ok", "warn"), checks["redis"]
+    assert checks["clock: redis"]["status"] == "ok"
+    assert checks["beat"]["status"] == "fail"  # none runs: a finding, not a crash
+    assert "could not check" not in checks["beat"]["detail"]
+    assert result.exit_code == 1  # no workers in this test

@@ -1,6 +1,7 @@
 """Signed JSON over HTTPS, for the distributor's webhook target and the expiry watcher's
-webhook notice channel alike: signing, verifying (for receivers), and one POST that obeys the
-outbound destination policy (shared.destinations) and never follows a redirect.
+webhook notice channel alike: signing, verifying (for receivers), redacting the receiver's
+URL for messages, and one POST that obeys the outbound destination policy
+(shared.destinations) and never follows a redirect.
 
 The signature: X-Certfleet-Timestamp: <Unix seconds>, and X-Certfleet-Signature:
 sha256=<hex HMAC-SHA256 with the secret over "<timestamp>." + body>. A receiver recomputes it
@@ -35,6 +36,20 @@ class PostFailed(Exception):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+
+
+def redacted_url(url: str, *, with_path: bool = False) -> str:
+    """A receiver's URL as messages, logs and pages show it: scheme, host and port, and the
+    path only if asked; never credentials or the query (either may hold a token)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(invalid URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path if with_path else ''}"
 
 
 def post(

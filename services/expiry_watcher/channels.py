@@ -36,11 +36,13 @@ import requests
 from shared.clock import Clock, SystemClock
 from shared.delivery_settings import ENV_NAME, SECRET_ENV_PREFIX
 from shared.destinations import DestinationPolicy
+from shared.notices import recipients_of
 from shared.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     PostFailed,
     post,
+    redacted_url,
     retryable_status,
     sign,
 )
@@ -84,24 +86,6 @@ class ChannelSpec:
 
 
 ChannelFactory = Callable[[ChannelSpec], Channel]
-
-
-def recipients_of(target: str) -> list[str]:
-    """The addresses of an email channel's comma-separated target."""
-    return [part.strip() for part in target.split(",") if part.strip()]
-
-
-def server_of(url: str) -> str:
-    """scheme://host[:port] of a URL, for messages: the rest may hold a token."""
-    try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(invalid URL)"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{port}"
 
 
 class EmailChannel:
@@ -214,7 +198,7 @@ class WebhookChannel:
             timestamp = str(int(self._clock.now().timestamp()))
             headers[TIMESTAMP_HEADER] = timestamp
             headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
-        where = server_of(self.url)
+        where = redacted_url(self.url)
         try:
             status = post(
                 self._session,
@@ -271,7 +255,7 @@ def _checked_url(url: str, *, allow_http: bool) -> str:
     if parts.scheme.lower() not in schemes or not parts.hostname:
         raise ChannelError(
             f"the webhook target must be https:// (or http:// with allow_http), "
-            f"not {server_of(url)}",
+            f"not {redacted_url(url)}",
             retryable=False,
         )
     return url

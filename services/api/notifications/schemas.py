@@ -9,16 +9,17 @@ from urllib.parse import urlsplit
 import marshmallow as ma
 
 from services.api.sites.schemas import NAME_PATTERN
-from services.expiry_watcher.channels import recipients_of, server_of
 from shared.db.models import DEFAULT_THRESHOLDS, NOTIFICATION_KINDS
 from shared.delivery_settings import env_name
+from shared.notices import recipients_of
+from shared.webhooks import redacted_url
 
 MAX_THRESHOLD_DAYS = 825
 MAX_RECIPIENTS = 50
 
 
 class WebhookSettingsSchema(ma.Schema):
-    """See services.expiry_watcher.channels for what each setting does."""
+    """What each setting does: services/expiry_watcher/channels.py, which sends the notices."""
 
     secret_env = env_name(
         metadata={"description": "watcher's CERTFLEET_SECRET_* variable holding the HMAC secret"}
@@ -106,7 +107,7 @@ def shown_target(channel: Any) -> str:
         return str(channel.target)
     parts = urlsplit(channel.target)
     hidden = parts.path.strip("/") or parts.query or parts.username
-    return server_of(channel.target) + ("/…" if hidden else "")
+    return redacted_url(channel.target) + ("/…" if hidden else "")
 
 
 class ChannelOutSchema(ma.Schema):

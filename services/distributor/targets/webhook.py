@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -50,6 +49,7 @@ from shared.webhooks import (
     TIMESTAMP_HEADER,
     PostFailed,
     post,
+    redacted_url,
     retryable_status,
     sign,
     verify_signature,
@@ -84,16 +84,6 @@ def payload(bundle: Bundle, include_key: bool) -> bytes:
     if include_key and bundle.key_pem is not None:
         body["key_pem"] = text(bundle.key_pem)
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-
-def safe_url(url: str) -> str:
-    """The URL for messages: no credentials, no query (either may hold a token)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class WebhookTarget:
@@ -131,7 +121,7 @@ class WebhookTarget:
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(secret, timestamp, body),
         }
-        where = safe_url(url)
+        where = redacted_url(url, with_path=True)
         try:
             status = post(
                 self._session,

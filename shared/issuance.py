@@ -201,8 +201,8 @@ def insert_requests(session: Session, rows: list[dict[str, Any]]) -> list[Issuan
     return list(inserted.all())
 
 
-# Requests per issue message that the watcher sends (the API's CERTFLEET_ISSUE_BATCH_SIZE
-# default): a burst of thousands spreads over every issuer process, not one per message.
+# Requests per issue message, CERTFLEET_ISSUE_BATCH_SIZE's default (the API and the watcher
+# both read the setting): a burst of thousands spreads over every issuer process.
 ISSUE_BATCH = 100
 
 

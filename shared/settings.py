@@ -36,6 +36,10 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     bulk_max_items: int = 5000
     issue_batch_size: int = 100
+    # The renewal scan: certificates read per run, and renewals started per site per run
+    # (a site's hosts are not all renewed at once).
+    renew_scan_limit: int = 500
+    renew_per_site: int = 5
     # /metrics lists this many leaf certificates one by one (the soonest to expire); the
     # rest are counted in buckets of days left, so a fleet of 100,000 stays one small scrape.
     metrics_leaf_cap: int = 500
@@ -154,6 +158,8 @@ class Settings:
             max_body_bytes=get_int("MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             bulk_max_items=get_int("BULK_MAX_ITEMS", cls.bulk_max_items),
             issue_batch_size=get_int("ISSUE_BATCH_SIZE", cls.issue_batch_size),
+            renew_scan_limit=get_int("RENEW_SCAN_LIMIT", cls.renew_scan_limit),
+            renew_per_site=get_int("RENEW_PER_SITE", cls.renew_per_site),
             metrics_leaf_cap=get_int("METRICS_LEAF_CAP", cls.metrics_leaf_cap, minimum=0),
             task_time_limit_s=get_int("TASK_TIME_LIMIT", cls.task_time_limit_s),
             probe_delay_s=get_float("PROBE_DELAY", cls.probe_delay_s, 0.05, 3600),

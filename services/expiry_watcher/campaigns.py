@@ -57,7 +57,7 @@ from shared.db.models import (
 from shared.db.session import Database
 from shared.deliveries import MAX_PROBES, client_host_ids, has_method
 from shared.errors import CertfleetError
-from shared.issuance import issue_messages, renewal_requests
+from shared.issuance import ISSUE_BATCH, issue_messages, renewal_requests
 from shared.renewal import Candidate, choose_batch
 
 Publish = Callable[[contracts.Message], None]
@@ -76,7 +76,9 @@ class AdvanceReport:
     phases: list[str] = field(default_factory=list)  # "campaign 3: trust -> reissue"
 
 
-def advance(db: Database, publish: Publish, clock: Clock) -> AdvanceReport:
+def advance(
+    db: Database, publish: Publish, clock: Clock, *, batch_size: int = ISSUE_BATCH
+) -> AdvanceReport:
     report = AdvanceReport()
     with db.session() as session:
         ids = list(
@@ -88,7 +90,7 @@ def advance(db: Database, publish: Publish, clock: Clock) -> AdvanceReport:
         messages: list[contracts.Message] = []
         with db.session() as session:
             campaign = session.get_one(Campaign, campaign_id)
-            _advance_one(session, campaign, clock.now(), report, messages)
+            _advance_one(session, campaign, clock.now(), report, messages, batch_size)
         report.campaigns += 1
         for message in messages:  # after the commit: a worker must find the rows
             publish(message)
@@ -101,6 +103,7 @@ def _advance_one(
     now: dt.datetime,
     report: AdvanceReport,
     messages: list[contracts.Message],
+    batch_size: int,
 ) -> None:
     report.finished_items += _progress(session, campaign, now)
     _pause_on_failures(session, campaign, now)
@@ -112,7 +115,7 @@ def _advance_one(
     if campaign.status == "running" and (campaign.kind != ROTATE or campaign.phase == "reissue"):
         started = _dispatch(session, campaign, now)
         report.started += [r.id for r in started]
-        messages += issue_messages(started)
+        messages += issue_messages(started, batch_size)
     if campaign.kind != ROTATE:
         _finish_if_done(session, campaign, now)
     campaign.updated_at = now

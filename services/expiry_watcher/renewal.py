@@ -26,7 +26,7 @@ from shared import contracts, events
 from shared.clock import Clock
 from shared.db.models import Certificate, Delivery, Host, IssuanceRequest, Site
 from shared.db.session import Database
-from shared.issuance import issue_messages, renewal_requests
+from shared.issuance import ISSUE_BATCH, issue_messages, renewal_requests
 from shared.logging import fields
 from shared.renewal import (
     Candidate,
@@ -177,7 +177,13 @@ def site_window(
 
 
 def renew_due(
-    db: Database, publish: Publish, clock: Clock, *, per_site_limit: int = 5, limit: int = 500
+    db: Database,
+    publish: Publish,
+    clock: Clock,
+    *,
+    per_site_limit: int = 5,
+    limit: int = 500,
+    batch_size: int = ISSUE_BATCH,
 ) -> RenewalReport:
     now = clock.now()
     with db.session() as session:
@@ -225,7 +231,7 @@ def renew_due(
                     "certificate not renewed",
                     extra=fields(certificate_id=certificate_id, error=request.message),
                 )
-    for message in issue_messages(started):  # after the commit: a worker must find the rows
+    for message in issue_messages(started, batch_size):  # after the commit: a worker must find them
         publish(message)
     return RenewalReport(
         backfilled,

@@ -100,7 +100,14 @@ def sweep(self: Task) -> dict[str, int]:
 def renew(self: Task) -> dict[str, int]:
     """Start the renewals that are due and allowed now (windows, failover pairs, backoff)."""
     rt = runtime()
-    report = renewal.renew_due(rt.db, rt.publisher.publish, rt.clock)
+    report = renewal.renew_due(
+        rt.db,
+        rt.publisher.publish,
+        rt.clock,
+        per_site_limit=settings.renew_per_site,
+        limit=settings.renew_scan_limit,
+        batch_size=settings.issue_batch_size,
+    )
     if report.started or report.failures_recorded:
         log.info(
             "renewals",
@@ -129,7 +136,9 @@ def notify(self: Task) -> dict[str, int]:
 def advance_campaigns(self: Task) -> dict[str, int]:
     """Move every unfinished campaign along: progress, phases, and the next hosts."""
     rt = runtime()
-    report = campaigns.advance(rt.db, rt.publisher.publish, rt.clock)
+    report = campaigns.advance(
+        rt.db, rt.publisher.publish, rt.clock, batch_size=settings.issue_batch_size
+    )
     for change in report.phases:
         log.info("campaign phase", extra={"fields": {"change": change}})
     return {

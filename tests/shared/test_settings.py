@@ -139,3 +139,13 @@ def test_crl_validity_days() -> None:
     assert Settings.from_env({"CERTFLEET_CRL_VALIDITY_DAYS": "3"}).crl_validity_days == 3
     with pytest.raises(ConfigError, match="CERTFLEET_CRL_VALIDITY_DAYS must be at least 1"):
         Settings.from_env({"CERTFLEET_CRL_VALIDITY_DAYS": "0"})
+
+
+def test_renewal_tunables_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"CERTFLEET_RENEW_SCAN_LIMIT": "2000", "CERTFLEET_RENEW_PER_SITE": "12"}
+    )
+    assert (settings.renew_scan_limit, settings.renew_per_site) == (2000, 12)
+    assert (Settings().renew_scan_limit, Settings().renew_per_site) == (500, 5)
+    with pytest.raises(ConfigError, match="RENEW_PER_SITE"):
+        Settings.from_env({"CERTFLEET_RENEW_PER_SITE": "0"})

@@ -238,3 +238,28 @@ def test_a_site_whose_stored_window_cannot_be_read_waits_and_the_others_renew(
     assert len(unreadable) == 1  # once per run, not once per certificate
     assert getattr(unreadable[0], "fields", {}).get("site") == bad_site
     assert "never renew" in getattr(unreadable[0], "fields", {}).get("error", "")
+
+
+def test_renewal_messages_carry_the_configured_batch_size(
+    database: Database, clock: FixedClock, ca_passphrase: str, data_key: str
+) -> None:
+    """CERTFLEET_ISSUE_BATCH_SIZE reaches the watcher: three renewals from CSRs go out as
+    messages of at most two requests, and at most `per_site_limit` start per run."""
+    key = rsa_key()
+    with database.session() as session:
+        site = make_site(session, make_root_authority(session, ca_passphrase, clock))
+        requests = []
+        for i in range(4):
+            host = make_host(session, site, name=f"rec{i}", roles=["recording"])
+            names = [f"rec{i}.{site.dns_suffixes[0]}", f"rec{i}"]
+            requests.append(make_request(session, host, csr_pem=make_csr(key, names)).id)
+    fleet = Fleet({}, [], issuer.Secrets(ca_passphrase, data_key))
+    issue(database, clock, fleet, requests)
+    with database.session() as session:
+        due = max(
+            c.renewal_due_at for c in session.scalars(select(Certificate)) if c.renewal_due_at
+        )
+    move_to(clock, due + dt.timedelta(minutes=1))
+    report = renew_due(database, fleet.publish, clock, per_site_limit=3, batch_size=2)
+    assert len(report.started) == 3
+    assert sorted(len(m.kwargs["request_ids"]) for m in fleet.published) == [1, 2]

@@ -37,6 +37,11 @@ test: venv ## Run the whole test suite (real redis-server, PostgreSQL and OpenSS
 	@infra/ensure-services.sh --postgres
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
+.PHONY: test-fast
+test-fast: venv ## The fast tier: SQLite and a private redis-server only (no PostgreSQL, sshd, browser)
+	@infra/ensure-services.sh
+	$(BIN)/pytest -n 2 --fast $(PYTEST_ARGS)
+
 .PHONY: bench
 BENCH_SCALE ?= full
 BENCH_STEPS ?= raw,csr,keygen,latency,scan,campaign,cli

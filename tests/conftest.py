@@ -59,6 +59,41 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         local.stop(process)
 
 
+# --- The fast tier -------------------------------------------------------------------------
+
+# `make test-fast` (pytest --fast): SQLite and a private redis-server only. Left out: every
+# PostgreSQL case, the SSH server, and the suites that start whole stacks, a browser, or
+# several Redis servers (tests/infra: Sentinel failover, the benchmark harness).
+SLOW_DIRECTORIES = ("e2e", "faults", "infra")
+SLOW_FIXTURES = frozenset({"pg_admin_url", "_postgres_url", "sshd"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast", action="store_true", help="the fast tier: no PostgreSQL, sshd or browser"
+    )
+
+
+def is_slow(item: pytest.Item) -> bool:
+    tests_dir = Path(__file__).parent
+    parts = item.path.relative_to(tests_dir).parts
+    callspec = getattr(item, "callspec", None)
+    return (
+        (len(parts) > 1 and parts[0] in SLOW_DIRECTORIES)
+        or bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+        or (callspec is not None and callspec.params.get("db_url") == "postgresql")
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--fast"):
+        return
+    slow = [item for item in items if is_slow(item)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not is_slow(item)]
+
+
 # --- SSH -------------------------------------------------------------------------------------
 
 

@@ -54,16 +54,15 @@ def env_name(**kwargs: Any) -> ma.fields.String:
     )
 
 
-def _absolute_path(value: str) -> None:
-    if "\0" in value or not value.startswith("/"):
-        raise ma.ValidationError("use an absolute path")
-    if any(part == ".." for part in value.split("/")):
-        raise ma.ValidationError("the path may not contain '..'")
-
-
 def _clean_path(value: str) -> None:
     if "\0" in value or any(part == ".." for part in value.split("/")):
         raise ma.ValidationError("the path may not contain NUL or '..'")
+
+
+def _absolute_path(value: str) -> None:
+    if not value.startswith("/"):
+        raise ma.ValidationError("use an absolute path")
+    _clean_path(value)
 
 
 def path_field(**kwargs: Any) -> ma.fields.String:
@@ -181,6 +180,8 @@ class DeliveryLimits:
             raise ValidationFailed(exc.message, {setting: [exc.category]}) from exc
 
     def within_roots(self, path: str) -> bool:
+        """Whether `path` lies in a delivery root (the roots are absolute, so a relative
+        path lies in none)."""
         candidate = Path(posixpath.normpath(path))
         return any(candidate == root or root in candidate.parents for root in self.directory_roots)
 
@@ -228,9 +229,7 @@ def check_delivery(
     deployment's limits; the stored (normalized) form."""
     method = str(delivery.get("method") or "none")
     settings = parse_settings(method, delivery.get("settings") or {})
-    if method == "directory" and not (
-        settings["path"].startswith("/") and limits.within_roots(settings["path"])
-    ):
+    if method == "directory" and not limits.within_roots(settings["path"]):
         roots = ", ".join(str(r) for r in limits.directory_roots) or "none configured"
         raise ValidationFailed(
             f"the directory must lie inside a delivery root ({roots}; CERTFLEET_DELIVERY_ROOTS)",

@@ -152,9 +152,6 @@ class UnreadableWindow:
     def is_open(self, now: dt.datetime) -> bool:
         return False
 
-    def next_opening(self, now: dt.datetime) -> None:
-        return None
-
 
 @dataclass(frozen=True)
 class MaintenanceWindow:
